@@ -1,0 +1,1 @@
+"""The project's own capture crafting scripts (scapy). Each module writes captures into pcaps/."""
