@@ -1,0 +1,5 @@
+import sys
+
+from icswatch.cli import main
+
+sys.exit(main())
