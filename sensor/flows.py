@@ -195,9 +195,14 @@ class FlowTable:
         else:
             cip, cport, sip, sport_, cmac, smac_ = dst, dport, src, sport, dmac, smac
         spec = tcp_ports.get(sport_)
-        if spec is None and not flags & SYN:
+        if spec is None:
             spec = tcp_ports.get(cport)
-            if spec is not None:  # joined mid-stream with the roles the other way round
+            if spec is not None:
+                # The registered port is on the side we took for the client: either we joined
+                # mid-stream, or a SYN came *from* a service port (scans, fuzzers). The service port
+                # decides: that side is the server.
+                if flags & SYN:
+                    self.counters["tcp_syn_from_service_port"] += 1
                 cip, cport, sip, sport_, cmac, smac_ = sip, sport_, cip, cport, smac_, cmac
                 sender_is_client = not sender_is_client
         flow = self._insert(key, "tcp", cip, cport, sip, sport_, cmac, smac_, sender_is_client, ts)

@@ -21,6 +21,7 @@ from sensor.counters import Counters
 
 MOD = 1 << 32
 HALF = 1 << 31
+RESYNC = 1 << 24  # 16 MiB away from the expected byte: not a retransmission nor a reorder, a jump
 
 
 def seq_diff(a: int, b: int) -> int:
@@ -62,6 +63,17 @@ class TcpStream:
         rel = (seq - nxt) & 0xFFFFFFFF
         if rel >= HALF:
             rel -= MOD
+        if rel > RESYNC or rel < -RESYNC:
+            # Far outside any plausible window: the stream jumped (sequence garbage, a long capture
+            # loss, a mid-stream pickup after a restart). Resynchronise here rather than wait forever.
+            self.counters["tcp_seq_jump"] += 1
+            if self.pending:
+                self.pending.clear()
+                self.pending_bytes = 0
+            self.next_seq = seq
+            self.on_gap(ts)
+            rel = 0
+            nxt = seq
         if rel == 0:
             if n:
                 self.deliver(data, ts)

@@ -44,6 +44,9 @@ _U16X3 = struct.Struct("!HHH")
 _U16X4 = struct.Struct("!HHHH")
 
 MAX_ADU = 260  # spec 4.1: 253-byte PDU + MBAP
+# Framing accepts longer ADUs (Schneider UMAS sends 261-byte ADUs) up to this bound, counting them as
+# ``modbus_oversized_adu``; beyond it the length field is taken as garbage.
+MAX_FRAMED_ADU = 2048
 MAX_PENDING = 512  # outstanding requests remembered per flow for pairing
 
 # function code -> (name, category)
@@ -409,7 +412,7 @@ def _umas(d: memoryview | bytes, p: _Parsed) -> None:
 
 class ModbusAnalyzer(FramedStreamAnalyzer):
     protocol = "modbus"
-    max_buffer = 4 * MAX_ADU
+    max_buffer = 2 * MAX_FRAMED_ADU
 
     def __init__(self, session: Session) -> None:
         super().__init__(session)
@@ -420,7 +423,7 @@ class ModbusAnalyzer(FramedStreamAnalyzer):
         if len(buf) - off < 7:
             return None
         _tid, pid, length, _unit = _MBAP.unpack_from(buf, off)
-        if pid != 0 or length < 2 or length > MAX_ADU - 6:
+        if pid != 0 or length < 2 or length > MAX_FRAMED_ADU - 6:
             return -1
         return 6 + length
 
@@ -443,6 +446,8 @@ class ModbusAnalyzer(FramedStreamAnalyzer):
 
     def on_pdu(self, from_client: bool, adu: memoryview, ts: float) -> None:
         tid, _pid, _length, unit = _MBAP.unpack_from(adu, 0)
+        if len(adu) > MAX_ADU:
+            self.session.anomaly("modbus_oversized_adu")
         fc_raw = adu[7]
         fc = fc_raw & 0x7F
         s = self.session
@@ -517,7 +522,7 @@ def probe(payload: bytes, from_client: bool) -> bool:
     if len(payload) < 8:
         return False
     _tid, pid, length, _unit = _MBAP.unpack_from(payload, 0)
-    if pid != 0 or not 2 <= length <= MAX_ADU - 6:
+    if pid != 0 or not 2 <= length <= MAX_FRAMED_ADU - 6:
         return False
     if len(payload) < 6 + length:
         return False
@@ -528,7 +533,7 @@ def probe(payload: bytes, from_client: bool) -> bool:
     off = 6 + length
     while off + 7 <= len(payload):
         _t, pid, length, _u = _MBAP.unpack_from(payload, off)
-        if pid != 0 or not 2 <= length <= MAX_ADU - 6:
+        if pid != 0 or not 2 <= length <= MAX_FRAMED_ADU - 6:
             return False
         off += 6 + length
     return off == len(payload)
