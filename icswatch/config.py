@@ -41,18 +41,95 @@ class SensorConfig(_Model):
 
 
 class RulesConfig(_Model):
+    """The rule engine (detectors/rules, language in docs/rules.md) and incident grouping (docs/incidents.md)."""
+
+    class Suppression(_Model):
+        """An operator's standing suppression: alerts of ``rule`` matching src/dst are dropped (until a time)."""
+
+        rule: str = Field("*", description="rule id, or a glob such as modbus-*")
+        src: str | None = Field(None, description="only alerts from this IP / CIDR, or @list_name")
+        dst: str | None = Field(None, description="only alerts to this IP / CIDR, or @list_name")
+        until: Any = Field(
+            None,
+            description="time after which the suppression lapses: ISO 8601 date/time (UTC unless it says "
+            "otherwise) or epoch seconds; unset = for good",
+        )
+        reason: str = Field("", description="why (shown by `icswatch rules list --suppressions`)")
+
+        def model_post_init(self, _context: Any) -> None:
+            self.expires()  # refuse a bad time at load, not at the first alert
+
+        def expires(self) -> float | None:
+            """``until`` as epoch seconds (None: never). YAML gives dates and datetimes as objects."""
+            import datetime as dt
+
+            value = self.until
+            if value is None:
+                return None
+            if isinstance(value, bool):
+                pass
+            elif isinstance(value, (int, float)):
+                return float(value)
+            elif isinstance(value, dt.datetime):
+                return (value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)).timestamp()
+            elif isinstance(value, dt.date):
+                return dt.datetime(value.year, value.month, value.day, tzinfo=dt.timezone.utc).timestamp()
+            elif isinstance(value, str):
+                try:
+                    parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+                except ValueError:
+                    pass
+                else:
+                    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)).timestamp()
+            raise ConfigError(f"rules.suppress: until: {value!r} is not an ISO 8601 date/time or epoch seconds")
+
     paths: list[str] = Field(default_factory=lambda: [str(DEFAULT_RULES_DIR)], description="rule files or folders")
-    lists: dict[str, list[str]] = Field(
-        default_factory=dict, description="named address lists (allowed_masters, engineering_workstations, ...)"
+    lists: dict[str, list[str | int]] = Field(
+        default_factory=dict,
+        description="named lists (allowed_masters, engineering_workstations, critical_assets, ...): IPs, CIDRs or "
+        "values; a name here replaces the same name from lists_file",
     )
-    lists_file: str | None = Field(None, description="YAML file of named lists, merged with `lists`")
+    lists_file: str | None = Field(
+        str(DEFAULT_RULES_DIR / "lists" / "default.yaml"),
+        description="YAML file of named lists (`lists: {name: [entries]}`), merged under `lists`; empty for none",
+    )
     enabled: bool = True
+    disabled: list[str] = Field(default_factory=list, description="rule ids (or globs) to switch off")
+    default_suppress: float = Field(
+        60.0, ge=0, description="seconds a rule stays quiet for the same src/dst after an alert, unless it sets suppress"
+    )
+    learn_seconds: float = Field(
+        300.0, ge=0, description="default learning period of `new` rules (seconds of capture time)"
+    )
+    max_state: int = Field(10_000, ge=16, description="groups / assets / keys kept per rule (oldest evicted, counted)")
+    max_new_values: int = Field(4096, ge=16, description="values remembered per asset by a `new` rule")
+    max_evidence: int = Field(10, ge=1, le=1000, description="evidence events kept per alert (first and last)")
+    suppress: list[Suppression] = Field(default_factory=list, description="standing suppressions (see Suppression)")
+    incident_window: float = Field(
+        1800.0, gt=0, description="seconds of quiet after which an asset's next alert opens a new incident"
+    )
+    max_open_incidents: int = Field(10_000, ge=16, description="open incidents kept at once (the oldest is closed)")
 
 
 class OutputsConfig(_Model):
+    """Where alerts go (alerts/runtime.py). Writes are batched: one SQLite transaction per batch."""
+
     sqlite: str | None = Field("var/icswatch.db", description="SQLite alert store; empty to disable")
     eve: str | None = Field(None, description="Suricata-EVE-style JSON Lines of alerts")
     events: str | None = Field(None, description="JSON Lines of every IcsEvent")
+    alerts_out: str | None = Field(None, description="ECS JSON Lines of alerts, one object per line (--alerts-out)")
+    batch_size: int = Field(200, ge=1, le=100_000, description="alerts per write batch (one transaction each)")
+    flush_seconds: float = Field(
+        1.0, ge=0, description="wall-clock seconds after which a partial batch is written anyway (live capture)"
+    )
+    context_events: int = Field(
+        5, ge=0, le=1000, description="events of the same flow stored before and after each alert (evidence context)"
+    )
+    sqlite_synchronous: str = Field(
+        "NORMAL",
+        pattern="^(OFF|NORMAL|FULL)$",
+        description="SQLite synchronous mode with WAL: NORMAL survives a process crash, FULL also a power cut",
+    )
 
 
 class Config(_Model):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import socket
 import traceback
+from collections import Counter
 from typing import Callable
 
 from sensor.config_types import SensorLimits
@@ -93,6 +94,8 @@ class FlowTable:
         self.next_id = 1
         self.now = 0.0
         self.errors: list[str] = []  # first analyzer tracebacks (for bug reports), bounded
+        self.talkers: Counter[tuple[str, str, str]] = Counter()  # (protocol, client, server) -> events
+        self.events = 0
 
     # -- TCP ----------------------------------------------------------------------------------
     def tcp(
@@ -112,6 +115,31 @@ class FlowTable:
     ) -> None:
         key = (src, sport, dst, dport, 6)
         hit = self.flows.get(key)
+        if hit is not None and not flags & 0x07:
+            # Fast path: a known flow, no SYN/FIN/RST, data in order with nothing buffered.
+            flow, from_client = hit
+            flow.last_seen = self.now
+            flow.packets += 1
+            streams = flow.streams
+            if streams is not None:
+                stream = streams[0] if from_client else streams[1]
+                n = len(payload)
+                if n and stream.next_seq == seq and not stream.pending and wire_len == n and flow.analyzer is not None:
+                    flow.bytes += n
+                    stream.next_seq = (seq + n) & 0xFFFFFFFF
+                    try:
+                        flow.analyzer.feed(from_client, payload, ts)
+                    except Exception:  # noqa: BLE001 - an analyzer bug must not stop the sensor
+                        self._analyzer_failed(flow)
+                    return
+                if not n and not wire_len:
+                    if flags & ACK:
+                        other = streams[1] if from_client else streams[0]
+                        if other.pending:
+                            other.acked(ack, ts)
+                    return
+            self._tcp_slow(flow, from_client, key, seq, ack, flags, payload, wire_len, ts)
+            return
         if hit is None:
             if flags & SYN:
                 flow, from_client = self._new_tcp(key, src, dst, sport, dport, flags, ts, smac, dmac)
@@ -133,6 +161,21 @@ class FlowTable:
                     flow, from_client = self._new_tcp(key, src, dst, sport, dport, flags, ts, smac, dmac)
         flow.last_seen = self.now
         flow.packets += 1
+        self._tcp_slow(flow, from_client, key, seq, ack, flags, payload, wire_len, ts)
+
+    def _tcp_slow(
+        self,
+        flow: Flow,
+        from_client: bool,
+        key: tuple,
+        seq: int,
+        ack: int,
+        flags: int,
+        payload: bytes,
+        wire_len: int,
+        ts: float,
+    ) -> None:
+        """Every TCP case: handshake, probing, reassembly out of order, FIN/RST."""
         streams = flow.streams
         if streams is None:  # unidentified flow: nothing to reassemble
             if flags & (FIN | RST):
@@ -221,6 +264,7 @@ class FlowTable:
     def _connection_attempt(self, flow: Flow, ts: float, proto: str) -> None:
         s = flow.session
         assert s is not None
+        self.events += 1
         self.sink(
             IcsEvent(
                 ts,
@@ -412,6 +456,10 @@ class FlowTable:
                 flow.analyzer.close(ts)
             except Exception:  # noqa: BLE001
                 self._analyzer_failed(flow)
+        s = flow.session
+        if s is not None and s.events:
+            self.events += s.events
+            self.talkers[(flow.spec.name if flow.spec else "?", s.client_ip, s.server_ip)] += s.events
         for k in flow.keys:
             hit = self.flows.get(k)
             if hit is not None and hit[0] is flow:

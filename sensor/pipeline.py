@@ -12,18 +12,28 @@ while events keep the packet's own timestamp.
 
 from __future__ import annotations
 
+import struct
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
-from sensor.capture import CaptureError, CaptureReader
+from sensor.capture import CaptureError, CaptureReader, Packet
 from sensor.config_types import SensorLimits
 from sensor.counters import Counters, ProtocolStats
 from sensor.decode import ETH_IPV4, ETH_IPV6, Decoder, parse_tcp, parse_udp
 from sensor.events import IcsEvent
 from sensor.flows import FlowTable
 from sensor.protocols import Registry, registry as default_registry
+
+# Ethernet payload = IPv4 (version/ihl, total length, flags+fragment offset, protocol, addresses) + TCP
+# (ports, seq, ack, data offset, flags), in one unpack.
+_ETH_IP4_TCP = struct.Struct("!BxHxxHxBxx4s4sHHIIBB")
+
+
+def _discard(event: IcsEvent) -> None:
+    """Event sink when nobody listens (inspect counts PDUs; events are still built, then dropped)."""
+
 
 TICK = 1.0  # seconds of capture time between on_tick calls
 SWEEP = 10.0  # seconds of capture time between idle-flow sweeps
@@ -77,18 +87,11 @@ class Pipeline:
         self._next_tick = 0.0
         self._next_sweep = 0.0
 
-    # -- events -------------------------------------------------------------------------------
-    def _sink(self, event: IcsEvent) -> None:
-        self.events += 1
-        self.talkers[(event.protocol, event.src, event.dst)] += 1
-        if self.on_event is not None:
-            self.on_event(event)
-
     # -- files --------------------------------------------------------------------------------
     def start(self, path: str = "<live>") -> FileResult:
         """Begin a capture (a file, or a live session): a fresh flow table and fresh counts."""
         self._file = FileResult(path)
-        self._table = FlowTable(self.registry, self.limits, self._sink)
+        self._table = FlowTable(self.registry, self.limits, self.on_event or _discard)
         self._table.counters = self._file.counters
         self._table.stats = self._file.stats
         self._decoder = Decoder(self._file.counters, self.limits.max_fragment_sets, self.limits.fragment_timeout)
@@ -101,6 +104,9 @@ class Pipeline:
         ts = self._last_ts if self._last_ts is not None else 0.0
         self._table.close_all(ts)
         self.errors.extend(self._table.errors)
+        self.talkers.update(self._table.talkers)
+        result.events = self._table.events
+        self.events += result.events
         self.totals.merge(result.stats)
         self.counters.update(result.counters)
         self._table = None
@@ -116,14 +122,8 @@ class Pipeline:
         reader = CaptureReader(path)
         result = self.start(str(path))
         result.format = reader.format
-        packet = self.packet
-        n = 0
         try:
-            for ts, linktype, data, orig_len in reader:
-                packet(ts, linktype, data, orig_len)
-                n += 1
-                if progress is not None and not n & 0x3FFF:
-                    progress(n, result.bytes)
+            self.run(reader, progress)
         finally:
             reader.close()
         result.error = reader.error
@@ -133,39 +133,94 @@ class Pipeline:
             result.counters["capture_damaged"] += 1
         self.end()
         if progress is not None:
-            progress(n, result.bytes)
+            progress(result.packets, result.bytes)
         return result
 
-    # -- one packet ---------------------------------------------------------------------------
     def packet(self, ts: float, linktype: int, data: bytes, orig_len: int) -> None:
-        result = self._file
+        """Process one packet (for callers that hand packets over one at a time)."""
+        self.run(((ts, linktype, data, orig_len),))
+
+    def run(self, packets: Iterable[Packet], progress: Callable[[int, int], None] | None = None) -> None:
+        """Process packets from any iterable of (ts, linktype, data, orig_len): a file reader or a live
+        capture queue. The hot loop: the common case (Ethernet, IPv4 without options, TCP, a known flow,
+        in-order data) is handled inline; everything else takes the general path."""
+        result = self._file if self._file is not None else self.start()
         table = self._table
-        if result is None or table is None:
-            result = self.start()
-            table = self._table
-            assert table is not None
-        result.packets += 1
-        self.packets += 1
-        n = len(data)
-        result.bytes += n
-        self.bytes += n
-        if result.first_ts is None:
-            result.first_ts = ts
-        result.last_ts = ts
-        last = self._last_ts
-        self._last_ts = ts
-        if last is not None:
-            dt = ts - last
-            if dt > 0:
-                self.now += dt
-            elif dt < -1.0:
-                result.counters["capture_clock_backwards"] += 1
+        assert table is not None
+        flows = table.flows
+        counters = result.counters
+        unpack = _ETH_IP4_TCP.unpack_from
+        general = self._general
+        analyzer_failed = table._analyzer_failed
         now = self.now
-        table.now = now
-        if now >= self._next_tick:
-            self._time_passes(ts, now)
-        if orig_len > n:
-            result.counters["snaplen_truncated"] += 1
+        last = self._last_ts
+        next_tick = self._next_tick
+        first = result.first_ts
+        n = 0
+        nbytes = 0
+        try:
+            for ts, linktype, data, orig_len in packets:
+                n += 1
+                size = len(data)
+                nbytes += size
+                if first is None:
+                    first = last = ts
+                dt = ts - last  # type: ignore[operator]
+                if dt > 0:
+                    now += dt
+                elif dt < -1.0:
+                    counters["capture_clock_backwards"] += 1
+                last = ts
+                if now >= next_tick:
+                    self.now = now
+                    self._time_passes(ts, now)
+                    next_tick = self._next_tick
+                if progress is not None and not n & 0x3FFF:
+                    progress(result.packets + n, result.bytes + nbytes)
+                if linktype == 1 and size >= 54 and data[12] == 8 and data[13] == 0 and orig_len == size:
+                    vihl, total, frag, proto, src, dst, sport, dport, seq, ack, doff, flags = unpack(data, 14)
+                    if vihl == 0x45 and proto == 6 and not frag & 0x3FFF and 40 <= total <= size - 14:
+                        hl = (doff >> 4) * 4
+                        if 20 <= hl <= total - 20:
+                            payload = data[34 + hl : 14 + total]
+                            plen = total - 20 - hl
+                            hit = flows.get((src, sport, dst, dport, 6))
+                            if hit is not None and not flags & 0x07 and plen:
+                                # Known flow, no SYN/FIN/RST, data exactly where expected: straight to
+                                # the analyzer (what FlowTable.tcp would do, minus the calls).
+                                flow, from_client = hit
+                                streams = flow.streams
+                                if streams is not None:
+                                    stream = streams[0] if from_client else streams[1]
+                                    analyzer = flow.analyzer
+                                    if stream.next_seq == seq and not stream.pending and analyzer is not None:
+                                        flow.last_seen = now
+                                        flow.packets += 1
+                                        flow.bytes += plen
+                                        stream.next_seq = (seq + plen) & 0xFFFFFFFF
+                                        try:
+                                            analyzer.feed(from_client, payload, ts)
+                                        except Exception:  # noqa: BLE001 - an analyzer bug never stops the sensor
+                                            analyzer_failed(flow)
+                                        continue
+                            table.tcp(src, dst, sport, dport, seq, ack, flags, payload, plen, ts, data[6:12], data[0:6])
+                            continue
+                general(ts, linktype, data, orig_len, table, counters)
+        finally:
+            self.now = now
+            self._last_ts = last
+            self._next_tick = next_tick
+            result.first_ts = first
+            result.last_ts = last
+            result.packets += n
+            result.bytes += nbytes
+            self.packets += n
+            self.bytes += nbytes
+
+    def _general(self, ts: float, linktype: int, data: bytes, orig_len: int, table: FlowTable, counters: Counters) -> None:
+        """Every packet the fast path does not take: other link types, IPv6, options, fragments, UDP..."""
+        if orig_len > len(data):
+            counters["snaplen_truncated"] += 1
         dec = self._decoder.decode(linktype, data)  # type: ignore[union-attr]
         if dec is None:
             return
@@ -176,7 +231,7 @@ class Pipeline:
         if proto == 6:
             tcp = parse_tcp(l4)
             if tcp is None:
-                result.counters["tcp_bad_header"] += 1
+                counters["tcp_bad_header"] += 1
                 return
             sport, dport, seq, ack, flags, payload = tcp
             wire = l4_len - (len(l4) - len(payload))
@@ -184,16 +239,17 @@ class Pipeline:
         elif proto == 17:
             udp = parse_udp(l4)
             if udp is None:
-                result.counters["udp_bad_header"] += 1
+                counters["udp_bad_header"] += 1
                 return
             table.udp(src, dst, udp[0], udp[1], udp[2], ts, smac, dmac)
         else:
-            result.counters["ip_other_protocol"] += 1
+            counters["ip_other_protocol"] += 1
 
     def _time_passes(self, ts: float, now: float) -> None:
         self._next_tick = now + TICK
         assert self._table is not None and self._decoder is not None
         self._decoder.now = now
+        self._table.now = now
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP
             self._table.expire(ts)

@@ -29,10 +29,12 @@ References (ODVA, "The CIP Networks Library"):
 - Rockwell-specific objects are in the vendor range 0x64-0xC7 (and 0x300-0x4FF): the controller
   object 0x8E (Start 0x06 = run, Stop 0x07 = program mode, as in the Digital Bond Quickdraw
   captures), the wall-clock object 0x8B (Set Attribute List = change of controller time), the
-  firmware object 0xA1 (ControlFLASH: 0x51, 0x4B then a stream of 0x4D data blocks). Services in
-  0x4B-0x63 on vendor classes other than Symbol/Template/PCCC are the proprietary program
-  upload/download machinery of RSLogix (class 0x68-0x7E, 0xAC, 0x3xx); we name them ``unknown-<n>``
-  (we do not know their meaning) and file them under ``program``.
+  firmware object 0xA1 (ControlFLASH: 0x51, 0x4B then a stream of 0x4D data blocks). On vendor
+  objects Rockwell reuses its data-table codes (0x4C read, 0x4D write, 0x4E read-modify-write,
+  0x52/0x53 fragmented); the other codes in 0x4B-0x63 (0x4B, 0x4F, 0x50, 0x51 ...) on vendor
+  classes are the proprietary program upload/download machinery of RSLogix (classes 0x68-0x7E,
+  0xAC, 0x3xx): we name them ``unknown-<n>`` (their meaning is not public) and file them under
+  ``program``. Anything on the firmware object is ``program``.
 """
 
 from __future__ import annotations
@@ -156,6 +158,8 @@ CLASS_NAMES: dict[int, str] = {
     0x8E: "controller",
     0xA1: "firmware",
     0xF0: "controlnet",
+    0xF1: "controlnet_keeper",
+    0xF2: "controlnet_scheduling",
     0xF3: "connection_configuration",
     0xF4: "port",
     0xF5: "tcpip_interface",
@@ -193,6 +197,16 @@ TAG_SERVICES: dict[int, tuple[str, str]] = {
     0x52: ("read_tag_fragmented", READ),
     0x53: ("write_tag_fragmented", WRITE),
     0x55: ("get_instance_attribute_list", READ),
+}
+
+# Rockwell's data-table services keep the same codes on its other vendor objects (icsnpp-enip names
+# them "Read Data", "Write Data"...; the ControlFLASH capture streams firmware as 0x4D blocks).
+VENDOR_DATA_SERVICES: dict[int, tuple[str, str]] = {
+    0x4C: ("read_data", READ),
+    0x4D: ("write_data", WRITE),
+    0x4E: ("read_modify_write_data", WRITE),
+    0x52: ("read_data_fragmented", READ),
+    0x53: ("write_data_fragmented", WRITE),
 }
 
 # General status codes (Vol. 1 Appendix B-1), for display in fields.
@@ -480,8 +494,12 @@ def service_name(code: int, path: Path) -> tuple[str, str]:
         found = CLASS_SERVICES.get((cls, code))
         if found is not None:
             return found
-        if cls == CLASS_FIRMWARE or is_vendor_class(cls):
-            return f"unknown-{code}", PROGRAM
+        if cls == CLASS_FIRMWARE:
+            found = VENDOR_DATA_SERVICES.get(code)
+            return (found[0] if found else f"unknown-{code}"), PROGRAM
+        if is_vendor_class(cls):
+            found = VENDOR_DATA_SERVICES.get(code)
+            return found if found else (f"unknown-{code}", PROGRAM)
     return f"unknown-{code}", OTHER
 
 

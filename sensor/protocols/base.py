@@ -47,6 +47,7 @@ class Session:
         "server_mac",
         "stats",
         "counters",
+        "events",
         "_sink",
     )
 
@@ -74,9 +75,11 @@ class Session:
         self.server_mac = server_mac
         self.stats = stats
         self.counters = counters
+        self.events = 0  # events emitted on this flow (the summary's talker table)
         self._sink = sink
 
     def emit(self, event: IcsEvent) -> None:
+        self.events += 1
         self._sink(event)
 
     def anomaly(self, name: str, n: int = 1) -> None:
@@ -117,6 +120,7 @@ class Session:
             dst_mac=dmac,
             **extra,  # type: ignore[arg-type]
         )
+        self.events += 1
         self._sink(ev)
         return ev
 

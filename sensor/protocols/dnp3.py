@@ -668,8 +668,8 @@ class Dnp3Analyzer(Analyzer):
         self._buf: dict[bool, bytes] = {True: b"", False: b""}
         self._synced: dict[bool, bool] = {True: True, False: True}
         self._tp: dict[tuple[bool, int, int], _Reasm] = {}
-        # (outstation, master, app seq) -> (ts, request fc, request category)
-        self._pending: dict[tuple[int, int, int], tuple[float, int, str]] = {}
+        # (outstation, master, app seq) -> requests awaiting a response: [(ts, fc, category)], oldest first
+        self._pending: dict[tuple[int, int, int], list[tuple[float, int, str]]] = {}
         # (outstation, master) -> the request a multi-fragment response answers, until its FIN
         self._chain: dict[tuple[int, int], tuple[float, int, str, int]] = {}
 
@@ -894,13 +894,25 @@ class Dnp3Analyzer(Analyzer):
             direction = REQUEST
             unit = dst
             if fc not in _NO_RESPONSE_FCS:
+                # A master should have one request outstanding (4.3), but some pipeline them with
+                # repeated sequence numbers: keep them first in, first out, per sequence number.
                 pend = self._pending
-                if len(pend) >= self.max_pending:
-                    session.anomaly("dnp3_pending_cap")
-                    del pend[next(iter(pend))]
-                pend.pop((dst, src, seq), None)  # re-insert so the dict stays in arrival order
-                pend[(dst, src, seq)] = (ts, fc, category)
+                key = (dst, src, seq)
+                queue = pend.get(key)
+                if queue is None:
+                    if len(pend) >= self.max_pending:
+                        session.anomaly("dnp3_pending_cap")
+                        del pend[next(iter(pend))]
+                    pend[key] = [(ts, fc, category)]
+                else:
+                    if len(queue) >= 4:
+                        session.anomaly("dnp3_pending_cap")
+                        del queue[0]
+                    queue.append((ts, fc, category))
         values = app.values
+        address = app.address
+        if address is None and values:
+            address = values[0]["index"]  # index-prefixed points: the first commanded index
         if values and result == OK:
             bad = [v["status"] for v in values if v.get("status")]
             if bad and direction == RESPONSE:
@@ -920,7 +932,7 @@ class Dnp3Analyzer(Analyzer):
             name,
             category,
             unit=unit,
-            address=app.address,
+            address=address,
             quantity=app.quantity,
             values=tuple(values) if values else None,
             objects=tuple(app.objects) if app.objects else None,
@@ -937,8 +949,14 @@ class Dnp3Analyzer(Analyzer):
         sequence number in its first fragment; later fragments count on from it)."""
         link = (outstation, master)
         if fir:
-            req = self._pending.pop((outstation, master, seq), None)
-            if req is not None and not fin:
+            key = (outstation, master, seq)
+            queue = self._pending.get(key)
+            if not queue:
+                return None
+            req = queue.pop(0)
+            if not queue:
+                del self._pending[key]
+            if not fin:
                 self._chain[link] = (req[0], req[1], req[2], (seq + 1) & 0x0F)
             return req
         chain = self._chain.get(link)

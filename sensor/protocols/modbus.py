@@ -18,6 +18,7 @@ address 0 here.
 from __future__ import annotations
 
 import struct
+from itertools import chain
 from typing import Any
 
 from sensor.events import (
@@ -157,12 +158,16 @@ UMAS_FUNCTIONS: dict[int, tuple[str, str]] = {
 _NAMES = {fc: FUNCTIONS.get(fc, (f"unknown-{fc}", OTHER)) for fc in range(128)}
 
 
+# byte -> its 8 bits, LSB first (coil/discrete packing, spec 6.1): unpacking is then C-level iteration
+_BYTE_BITS = [tuple(bool(b >> i & 1) for i in range(8)) for b in range(256)]
+
+
 def _bits(data: bytes | memoryview, off: int, count: int) -> tuple[bool, ...]:
     """Unpack ``count`` coil/discrete bits (LSB first) from data[off:]."""
-    out = []
-    for i in range(min(count, (len(data) - off) * 8)):
-        out.append(bool(data[off + (i >> 3)] >> (i & 7) & 1))
-    return tuple(out)
+    nbytes = min((count + 7) >> 3, len(data) - off)
+    if nbytes <= 0:
+        return ()
+    return tuple(chain.from_iterable(map(_BYTE_BITS.__getitem__, bytes(data[off : off + nbytes]))))[:count]
 
 
 def _regs(data: bytes | memoryview, off: int, count: int) -> tuple[int, ...]:
@@ -277,7 +282,9 @@ def parse_response(fc: int, d: memoryview | bytes, p: _Parsed, req: tuple | None
         if req is not None:
             p.address, p.quantity = req[1], req[2]
         if fc <= 2:
-            p.values = _bits(d, 1, p.quantity if p.quantity is not None else (n - 1) * 8)
+            # Coil/discrete states read back stay packed (LSB first, spec 6.1/6.2): up to 2000 bits per
+            # response, and nothing downstream needs them one by one. Written coils are unpacked.
+            p.fields = {"packed_bits": bytes(d[1:])}
         else:
             p.values = _regs(d, 1, (n - 1) // 2)
     elif fc in (5, 6):
@@ -410,6 +417,10 @@ def _umas(d: memoryview | bytes, p: _Parsed) -> None:
     p.category = category
 
 
+_FC_KEYS = [str(i) for i in range(128)]
+_READ_LIMITS = (0, 2000, 2000, 125, 125)
+
+
 class ModbusAnalyzer(FramedStreamAnalyzer):
     protocol = "modbus"
     max_buffer = 2 * MAX_FRAMED_ADU
@@ -418,6 +429,34 @@ class ModbusAnalyzer(FramedStreamAnalyzer):
         super().__init__(session)
         # (unit, transaction id) -> (fc, address, quantity, ts)
         self._pending: dict[tuple[int, int], tuple[int, int | None, int | None, float]] = {}
+        stats = session.stats
+        self._pdus = stats.pdus
+        hist = stats.funcs.get("modbus")
+        if hist is None:
+            stats.func("modbus", "0", 0)
+            hist = stats.funcs["modbus"]
+        self._hist = hist
+        s = session
+        # per direction: (src, sport, dst, dport, src_mac, dst_mac)
+        self._addr = {
+            True: (s.client_ip, s.client_port, s.server_ip, s.server_port, s.client_mac, s.server_mac),
+            False: (s.server_ip, s.server_port, s.client_ip, s.client_port, s.server_mac, s.client_mac),
+        }
+
+    def feed(self, from_client: bool, data: bytes, ts: float) -> None:
+        # Fast path: exactly one whole ADU in the segment and nothing buffered (the usual case).
+        n = len(data)
+        if (
+            n >= 8
+            and not self._buf[from_client]
+            and data[2] == 0
+            and data[3] == 0
+            and (data[4] << 8 | data[5]) + 6 == n
+            and n <= MAX_FRAMED_ADU
+        ):
+            self.on_pdu(from_client, data, ts)
+            return
+        super().feed(from_client, data, ts)
 
     def frame_length(self, buf: bytes, off: int) -> int | None:
         if len(buf) - off < 7:
@@ -430,8 +469,7 @@ class ModbusAnalyzer(FramedStreamAnalyzer):
     def on_bad_framing(self, from_client: bool, data: memoryview, ts: float) -> None:
         # Not an MBAP header: either non-Modbus traffic on the port or a lost sync. Report it once per
         # segment as its own event so rules can see garbage aimed at a PLC.
-        s = self.session
-        s.event(
+        self.session.event(
             from_client,
             ts,
             "modbus",
@@ -444,76 +482,93 @@ class ModbusAnalyzer(FramedStreamAnalyzer):
             size=len(data),
         )
 
-    def on_pdu(self, from_client: bool, adu: memoryview, ts: float) -> None:
+    def on_pdu(self, from_client: bool, adu: bytes | memoryview, ts: float) -> None:
         tid, _pid, _length, unit = _MBAP.unpack_from(adu, 0)
-        if len(adu) > MAX_ADU:
+        size = len(adu)
+        if size > MAX_ADU:
             self.session.anomaly("modbus_oversized_adu")
         fc_raw = adu[7]
         fc = fc_raw & 0x7F
-        s = self.session
-        stats = s.stats
-        stats.pdu("modbus")
-        stats.func("modbus", str(fc))
+        self._pdus["modbus"] += 1
+        self._hist[_FC_KEYS[fc]] += 1
         name, category = _NAMES[fc]
-        body = adu[8:]
-        p = _Parsed()
+        address = quantity = values = code = latency = anomaly = None
+        fields: dict[str, Any] | None = None
         result = OK
-        code = None
-        latency = None
         key = (unit, tid)
         if from_client:
             direction = REQUEST
-            parse_request(fc, body, p)
+            if 1 <= fc <= 6 and size == 12:
+                # Hot request shapes inline: FC 1-4 (address, quantity), FC 5/6 (address, value).
+                address, q = _U16X2.unpack_from(adu, 8)
+                if fc <= 4:
+                    quantity = q
+                    if not 1 <= q <= _READ_LIMITS[fc]:
+                        anomaly = "modbus_quantity_out_of_range"
+                elif fc == 5:
+                    quantity = 1
+                    values = (q == 0xFF00,)
+                    if q != 0xFF00 and q != 0:
+                        anomaly = "modbus_bad_coil_value"
+                else:
+                    quantity = 1
+                    values = (q,)
+            else:
+                p = _Parsed()
+                parse_request(fc, adu[8:], p)
+                address, quantity, values, fields, anomaly = p.address, p.quantity, p.values, p.fields, p.anomaly
+                name = p.name or name
+                category = p.category or category
             pending = self._pending
             if len(pending) >= MAX_PENDING:
                 pending.clear()
-                s.anomaly("modbus_pending_overflow")
-            pending[key] = (fc, p.address, p.quantity, ts)
+                self.session.anomaly("modbus_pending_overflow")
+            pending[key] = (fc, address, quantity, ts)
         else:
             direction = RESPONSE
             req = self._pending.pop(key, None)
             if req is not None:
                 latency = ts - req[3]
                 if req[0] != fc:
-                    s.anomaly("modbus_response_function_mismatch")
+                    self.session.anomaly("modbus_response_function_mismatch")
             else:
-                s.anomaly("modbus_unpaired_response")
+                self.session.anomaly("modbus_unpaired_response")
             if fc_raw & 0x80:
                 result = EXCEPTION
-                code = body[0] if len(body) >= 1 else None
-                if len(body) != 1:
-                    p.anomaly = "modbus_bad_exception_length"
-                p.fields = {"exception": EXCEPTIONS.get(code, f"exception-{code}")} if code is not None else None
+                if size >= 9:
+                    code = adu[8]
+                    fields = {"exception": EXCEPTIONS.get(code, f"exception-{code}")}
+                if size != 9:
+                    anomaly = "modbus_bad_exception_length"
                 if req is not None:
-                    p.address, p.quantity = req[1], req[2]
+                    address, quantity = req[1], req[2]
+            elif (fc == 3 or fc == 4) and size >= 9 and adu[8] == size - 9 and not size & 1:
+                # Hot response shape inline: register reads.
+                if req is not None:
+                    address, quantity = req[1], req[2]
+                values = struct.unpack_from(f"!{(size - 9) >> 1}H", adu, 9)
             else:
-                parse_response(fc, body, p, req)
-        if p.anomaly is not None:
-            s.anomaly(p.anomaly)
-            result = MALFORMED if result == OK else result
-        fields = p.fields
+                p = _Parsed()
+                parse_response(fc, adu[8:], p, req)
+                address, quantity, values, fields, anomaly = p.address, p.quantity, p.values, p.fields, p.anomaly
+                name = p.name or name
+                category = p.category or category
+        if anomaly is not None:
+            self.session.anomaly(anomaly)
+            if result == OK:
+                result = MALFORMED
         if fields is None:
             fields = {"transaction_id": tid}
         else:
             fields["transaction_id"] = tid
-        s.event(
-            from_client,
-            ts,
-            "modbus",
-            direction,
-            fc,
-            p.name or name,
-            p.category or category,
-            unit=unit,
-            address=p.address,
-            quantity=p.quantity,
-            values=p.values,
-            result=result,
-            code=code,
-            latency=latency,
-            anomaly=p.anomaly,
-            fields=fields,
-            size=len(adu),
+        src, sport, dst, dport, smac, dmac = self._addr[from_client]
+        s = self.session
+        s.events += 1
+        s._sink(
+            IcsEvent(
+                ts, "modbus", src, sport, dst, dport, "tcp", direction, fc, name, category, unit, address,
+                quantity, values, None, result, code, latency, anomaly, fields, s.flow_id, smac, dmac, size,
+            )
         )
 
 
