@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import math
 import struct
+from enum import IntEnum
 from typing import Any
 
 from sensor.events import (
@@ -122,21 +123,13 @@ HEADER_LEN = 10
 MIN_LEN_FIELD = 5  # CTL + DST + SRC
 MAX_FRAME = 292  # LEN 255: 10 + 250 + 2*16
 
-CTL_DIR = 0x80  # 1 = sent by the master
+# CTL: DIR 0x80 (sent by the master), PRM 0x40, FCB 0x20, FCV/DFC 0x10, function 0x0f.
 CTL_PRM = 0x40  # 1 = primary (initiating) frame
 CTL_FUNC = 0x0F
 
-# Primary-to-secondary link functions (Table 9-1) and secondary-to-primary (Table 9-2).
-LINK_PRIMARY_FUNCTIONS = {
-    0: "reset_link_states",
-    1: "reset_user_process",  # obsolete
-    2: "test_link_states",
-    3: "confirmed_user_data",
-    4: "unconfirmed_user_data",
-    9: "request_link_status",
-}
-LINK_SECONDARY_FUNCTIONS = {0: "ack", 1: "nack", 11: "link_status", 14: "not_functioning", 15: "not_supported"}
-# Only these primary functions carry transport segments (clause 9.2.5.1).
+# Link function codes (Tables 9-1 and 9-2): primary 0 reset link states, 2 test link states,
+# 3 confirmed user data, 4 unconfirmed user data, 9 request link status; secondary 0 ACK, 1 NACK,
+# 11 link status, 15 not supported. Only primary 3 and 4 carry transport segments (9.2.5.1).
 _USER_DATA_FUNCS = frozenset((3, 4))
 
 
@@ -150,69 +143,97 @@ def frame_length(length_field: int) -> int:
 # Application layer: function codes (clause 4.2.2.5, Table 4-2), with names and categories
 # --------------------------------------------------------------------------------------------------
 
-FC_CONFIRM = 0
-FC_READ = 1
-FC_WRITE = 2
-FC_SELECT = 3
-FC_OPERATE = 4
-FC_DIRECT_OPERATE = 5
-FC_DIRECT_OPERATE_NR = 6
-FC_COLD_RESTART = 13
-FC_WARM_RESTART = 14
-FC_OPEN_FILE = 25
-FC_DELETE_FILE = 27
-FC_AUTHENTICATE_REQ = 32
-FC_AUTH_REQ_NO_ACK = 33
-FC_RESPONSE = 129
-FC_UNSOLICITED_RESPONSE = 130
-FC_AUTHENTICATE_RESP = 131
 
-# code -> (lower_snake name, category)
-FUNCTIONS: dict[int, tuple[str, str]] = {
-    0: ("confirm", SESSION),
-    1: ("read", READ),
-    2: ("write", WRITE),
-    3: ("select", CONTROL),
-    4: ("operate", CONTROL),
-    5: ("direct_operate", CONTROL),
-    6: ("direct_operate_no_ack", CONTROL),
-    # Freezes copy counters/analogs into frozen points: a command to the outstation, not a write.
-    7: ("immediate_freeze", CONTROL),
-    8: ("immediate_freeze_no_ack", CONTROL),
-    9: ("freeze_clear", CONTROL),
-    10: ("freeze_clear_no_ack", CONTROL),
-    11: ("freeze_at_time", CONTROL),
-    12: ("freeze_at_time_no_ack", CONTROL),
-    13: ("cold_restart", DIAGNOSTIC),
-    14: ("warm_restart", DIAGNOSTIC),
-    15: ("initialize_data", DIAGNOSTIC),
-    16: ("initialize_application", DIAGNOSTIC),
-    17: ("start_application", DIAGNOSTIC),
-    18: ("stop_application", DIAGNOSTIC),
-    19: ("save_configuration", PROGRAM),
-    20: ("enable_unsolicited", SESSION),
-    21: ("disable_unsolicited", SESSION),
-    22: ("assign_class", WRITE),
-    23: ("delay_measure", SESSION),
-    24: ("record_current_time", SESSION),
-    25: ("open_file", PROGRAM),
-    26: ("close_file", PROGRAM),
-    27: ("delete_file", PROGRAM),
-    28: ("get_file_info", PROGRAM),
-    29: ("authenticate_file", PROGRAM),
-    30: ("abort_file", PROGRAM),
-    31: ("activate_config", PROGRAM),
-    32: ("authenticate_request", SESSION),
-    33: ("authenticate_request_no_ack", SESSION),
-    129: ("response", OTHER),
-    130: ("unsolicited_response", READ),
-    131: ("authenticate_response", SESSION),
+class FunctionCode(IntEnum):
+    """Application function codes (IEEE 1815-2012 clause 4.2.2.5, Table 4-2)."""
+
+    CONFIRM = 0
+    READ = 1
+    WRITE = 2
+    SELECT = 3
+    OPERATE = 4
+    DIRECT_OPERATE = 5
+    DIRECT_OPERATE_NO_ACK = 6
+    IMMEDIATE_FREEZE = 7
+    IMMEDIATE_FREEZE_NO_ACK = 8
+    FREEZE_CLEAR = 9
+    FREEZE_CLEAR_NO_ACK = 10
+    FREEZE_AT_TIME = 11
+    FREEZE_AT_TIME_NO_ACK = 12
+    COLD_RESTART = 13
+    WARM_RESTART = 14
+    INITIALIZE_DATA = 15
+    INITIALIZE_APPLICATION = 16
+    START_APPLICATION = 17
+    STOP_APPLICATION = 18
+    SAVE_CONFIGURATION = 19  # deprecated
+    ENABLE_UNSOLICITED = 20
+    DISABLE_UNSOLICITED = 21
+    ASSIGN_CLASS = 22
+    DELAY_MEASURE = 23
+    RECORD_CURRENT_TIME = 24
+    OPEN_FILE = 25
+    CLOSE_FILE = 26
+    DELETE_FILE = 27
+    GET_FILE_INFO = 28
+    AUTHENTICATE_FILE = 29
+    ABORT_FILE = 30
+    ACTIVATE_CONFIG = 31
+    AUTHENTICATE_REQUEST = 32
+    AUTHENTICATE_REQUEST_NO_ACK = 33
+    RESPONSE = 129
+    UNSOLICITED_RESPONSE = 130
+    AUTHENTICATE_RESPONSE = 131
+
+
+FC = FunctionCode
+# Freezes copy counters/analogs into frozen points: a command to the outstation (control), not a
+# write. Enable/disable unsolicited and time functions manage the session. A solicited response
+# takes its request's category when paired (OTHER otherwise); unsolicited responses report data.
+_CATEGORIES: dict[FunctionCode, str] = {
+    FC.CONFIRM: SESSION,
+    FC.READ: READ,
+    FC.WRITE: WRITE,
+    **dict.fromkeys((FC.SELECT, FC.OPERATE, FC.DIRECT_OPERATE, FC.DIRECT_OPERATE_NO_ACK), CONTROL),
+    **dict.fromkeys(range(FC.IMMEDIATE_FREEZE, FC.FREEZE_AT_TIME_NO_ACK + 1), CONTROL),
+    **dict.fromkeys(range(FC.COLD_RESTART, FC.STOP_APPLICATION + 1), DIAGNOSTIC),
+    FC.SAVE_CONFIGURATION: PROGRAM,
+    FC.ENABLE_UNSOLICITED: SESSION,
+    FC.DISABLE_UNSOLICITED: SESSION,
+    FC.ASSIGN_CLASS: WRITE,
+    FC.DELAY_MEASURE: SESSION,
+    FC.RECORD_CURRENT_TIME: SESSION,
+    **dict.fromkeys(range(FC.OPEN_FILE, FC.ACTIVATE_CONFIG + 1), PROGRAM),
+    FC.AUTHENTICATE_REQUEST: SESSION,
+    FC.AUTHENTICATE_REQUEST_NO_ACK: SESSION,
+    FC.RESPONSE: OTHER,
+    FC.UNSOLICITED_RESPONSE: READ,
+    FC.AUTHENTICATE_RESPONSE: SESSION,
 }
+# code -> (lower_snake name, category): the one lookup the hot path makes
+FUNCTIONS: dict[int, tuple[str, str]] = {int(fc): (fc.name.lower(), _CATEGORIES[fc]) for fc in FunctionCode}
 
 # Requests answered by no response at all: they must not wait in the pairing table.
-_NO_RESPONSE_FCS = frozenset((0, 6, 8, 10, 12, 33))
+_NO_RESPONSE_FCS = frozenset(
+    (
+        FC.CONFIRM,
+        FC.DIRECT_OPERATE_NO_ACK,
+        FC.IMMEDIATE_FREEZE_NO_ACK,
+        FC.FREEZE_CLEAR_NO_ACK,
+        FC.FREEZE_AT_TIME_NO_ACK,
+        FC.AUTHENTICATE_REQUEST_NO_ACK,
+    )
+)
 # Requests whose object headers carry no object data (clause 4.4: read-like requests name points only).
-_NO_DATA_FCS = frozenset((1, 7, 8, 9, 10, 11, 12, 20, 21, 22))
+_NO_DATA_FCS = frozenset(
+    (
+        FC.READ,
+        *range(FC.IMMEDIATE_FREEZE, FC.FREEZE_AT_TIME_NO_ACK + 1),
+        FC.ENABLE_UNSOLICITED,
+        FC.DISABLE_UNSOLICITED,
+        FC.ASSIGN_CLASS,
+    )
+)
 
 
 def function_name(code: int) -> str:
@@ -478,8 +499,8 @@ def _walk_objects(app: AppFragment, frag: bytes, off: int, n: int, no_data: bool
             if key not in seen:
                 seen.add(key)
                 objects.append(key)
-        if app.address is None and count:
-            app.address = start if start is not None else None
+        if app.quantity is None and count:
+            app.address = start  # None for plain counts; index-prefixed values fill it in later
             app.quantity = count
         # Which headers are followed by object data?
         if st is None or group == 60:
@@ -502,7 +523,16 @@ def _walk_objects(app: AppFragment, frag: bytes, off: int, n: int, no_data: bool
 
 
 def _walk_data(
-    app: AppFragment, frag: bytes, off: int, n: int, group: int, var: int, prefix: int, kind: str, start: int | None, count: int
+    app: AppFragment,
+    frag: bytes,
+    off: int,
+    n: int,
+    group: int,
+    var: int,
+    prefix: int,
+    kind: str,
+    start: int | None,
+    count: int,
 ) -> int:
     """Consume the objects that follow one header; decode the ones we report. -1 = stop the walk."""
     plen = _PREFIX_LEN[prefix]
@@ -556,7 +586,9 @@ def _walk_data(
     return off + need
 
 
-def _decode_fixed(app: AppFragment, frag: bytes, off: int, group: int, var: int, prefix: int, start: int | None, count: int) -> None:
+def _decode_fixed(
+    app: AppFragment, frag: bytes, off: int, group: int, var: int, prefix: int, start: int | None, count: int
+) -> None:
     """Values of the fixed-size objects we report (CROB, analog output block, absolute time)."""
     plen = _PREFIX_LEN[prefix]
     pst = _PREFIX_STRUCT.get(plen)
@@ -591,13 +623,24 @@ def _decode_fixed(app: AppFragment, frag: bytes, off: int, group: int, var: int,
                     "on_ms": on_ms,
                     "off_ms": off_ms,
                     "status": status & 0x7F,
+                    "status_name": CONTROL_STATUS.get(status & 0x7F, f"unknown-{status & 0x7F}"),
                 }
             )
         elif group == 41:
             value, status = _AOB[var].unpack_from(frag, p)
             if var >= 3:
                 value = _finite(value)
-            values.append({"index": index, "group": 41, "variation": var, "value": value, "status": status & 0x7F})
+            st = status & 0x7F
+            values.append(
+                {
+                    "index": index,
+                    "group": 41,
+                    "variation": var,
+                    "value": value,
+                    "status": st,
+                    "status_name": CONTROL_STATUS.get(st, f"unknown-{st}"),
+                }
+            )
         else:
             lo, hi = _U48.unpack_from(frag, p)
             values.append({"index": index, "group": 50, "time_ms": hi << 32 | lo})
@@ -609,7 +652,7 @@ def _decode_sized(app: AppFragment, frag: bytes, off: int, size: int, group: int
     extra = app.extra
     if group == 70:
         if var == 3 and size >= _G70V3.size:
-            name_off, name_len, _created, _perm, _key, fsize, mode, max_block, req = _G70V3.unpack_from(frag, off)
+            name_off, name_len, _created, _perm, _key, fsize, mode, _max_block, req = _G70V3.unpack_from(frag, off)
             extra["file_mode"] = mode
             extra["file_size"] = fsize
             extra["file_request_id"] = req
@@ -617,7 +660,7 @@ def _decode_sized(app: AppFragment, frag: bytes, off: int, size: int, group: int
                 raw = frag[off + name_off : off + name_off + name_len]
                 extra["file_name"] = raw.decode("latin-1")
         elif var == 4 and size >= _G70V4.size:
-            handle, fsize, _mb, req, status = _G70V4.unpack_from(frag, off)
+            handle, _fsize, _max_block, _req, status = _G70V4.unpack_from(frag, off)
             extra["file_handle"] = handle
             extra["file_status"] = status
         elif var == 5 and size >= _G70V5.size:
@@ -768,7 +811,9 @@ class Dnp3Analyzer(Analyzer):
         self._synced[from_client] = synced
         return off
 
-    def _link_data(self, from_client: bool, buf: bytes, off: int, length: int, ctl: int, dst: int, src: int, ts: float) -> None:
+    def _link_data(
+        self, from_client: bool, buf: bytes, off: int, length: int, ctl: int, dst: int, src: int, ts: float
+    ) -> None:
         """Check the CRC of every data block (9.2.4.1.3) and hand the user data to the transport."""
         table = CRC_TABLE
         remaining = length - MIN_LEN_FIELD
@@ -877,11 +922,12 @@ class Dnp3Analyzer(Analyzer):
                 fields["iin_bits"] = iin_names(iin)
                 if iin & IIN_ERROR_MASK:
                     result, code = EXCEPTION, iin
-            fields["identity"] = {"dnp3_address": outstation}
-            if fc == FC_UNSOLICITED_RESPONSE:
+            if fc == FC.UNSOLICITED_RESPONSE:
                 direction = UNSOLICITED
-            else:
+                fields["identity"] = {"dnp3_address": outstation}
+            elif fc in FUNCTIONS:  # response, authentication response
                 direction = RESPONSE
+                fields["identity"] = {"dnp3_address": outstation}
                 req = self._pair(outstation, master, seq, bool(ac & 0x80), bool(ac & 0x40))
                 if req is not None:
                     latency = max(0.0, ts - req[0])
@@ -889,6 +935,10 @@ class Dnp3Analyzer(Analyzer):
                     category = req[2]
                 else:
                     session.anomaly("dnp3_response_unpaired")
+            else:
+                # 132-255 are reserved response codes: from the outstation's side, but nothing to pair
+                # and no identity taken from a fragment we cannot read.
+                direction = RESPONSE
             unit = outstation
         else:
             direction = REQUEST
@@ -913,10 +963,11 @@ class Dnp3Analyzer(Analyzer):
         address = app.address
         if address is None and values:
             address = values[0]["index"]  # index-prefixed points: the first commanded index
-        if values and result == OK:
-            bad = [v["status"] for v in values if v.get("status")]
-            if bad and direction == RESPONSE:
-                result, code = EXCEPTION, bad[0]
+        if values and result == OK and direction == RESPONSE:
+            for v in values:  # the outstation's echo carries its verdict on each control
+                if v.get("status"):
+                    result, code = EXCEPTION, v["status"]
+                    break
         if "auth_error" in app.extra:
             result, code = EXCEPTION, app.extra["auth_error"]
         anomaly = None
@@ -957,7 +1008,10 @@ class Dnp3Analyzer(Analyzer):
             if not queue:
                 del self._pending[key]
             if not fin:
-                self._chain[link] = (req[0], req[1], req[2], (seq + 1) & 0x0F)
+                chain = self._chain
+                if link not in chain and len(chain) >= self.max_links:
+                    del chain[next(iter(chain))]
+                chain[link] = (req[0], req[1], req[2], (seq + 1) & 0x0F)
             return req
         chain = self._chain.get(link)
         if chain is None or chain[3] != seq:
