@@ -69,10 +69,13 @@ def is_capture_file(path: str | Path) -> bool:
 class _Buffered:
     """Block reader over a binary stream: ``take(n)`` returns the next n bytes, or fewer at EOF."""
 
-    __slots__ = ("fh", "buf", "pos", "consumed")
+    __slots__ = ("fh", "read", "buf", "pos", "consumed")
 
     def __init__(self, fh: BinaryIO) -> None:
         self.fh = fh
+        # read1: one decompression step at a time, so a gzip stream cut short still yields what was
+        # decompressed before the cut (GzipFile.read(n) raises EOFError and drops it)
+        self.read = getattr(fh, "read1", fh.read)
         self.buf = b""
         self.pos = 0
         self.consumed = 0  # bytes consumed before ``buf`` (for error offsets)
@@ -85,7 +88,7 @@ class _Buffered:
         chunks = [self.buf[self.pos :]]
         self.consumed += self.pos
         while avail < need:
-            chunk = self.fh.read(max(BLOCK, need - avail))
+            chunk = self.read(max(BLOCK, need - avail))
             if not chunk:
                 break
             chunks.append(chunk)
@@ -106,7 +109,7 @@ class CaptureReader:
         self.path = str(path)
         self.error: str | None = None  # set when iteration stopped on damage
         self.anomalies: dict[str, int] = {}  # counted, non-fatal oddities (unknown blocks, ...)
-        self.format = "?"
+        self.format = ""
         try:
             raw: BinaryIO = open(self.path, "rb")
         except OSError as exc:
@@ -307,12 +310,10 @@ class _Rewound(io.RawIOBase):
     def read(self, n: int = -1) -> bytes:  # type: ignore[override]
         if self._head:
             out, self._head = self._head, b""
-            if n is None or n < 0:
-                return out + self._inner.read()
-            if len(out) < n:
-                out += self._inner.read(n - len(out))
             return out
-        return self._inner.read(n)
+        return self._inner.read1(n) if hasattr(self._inner, "read1") else self._inner.read(n)
+
+    read1 = read
 
     def close(self) -> None:
         self._inner.close()

@@ -37,6 +37,13 @@ class ProtocolStats:
     def pdu(self, protocol: str, n: int = 1) -> None:
         self.pdus[protocol] += n
 
+    def hist(self, protocol: str) -> Counter[str]:
+        """The function histogram of a protocol, for analyzers that count inline."""
+        hist = self.funcs.get(protocol)
+        if hist is None:
+            hist = self.funcs[protocol] = Counter()
+        return hist
+
     def func(self, protocol: str, key: str, n: int = 1) -> None:
         hist = self.funcs.get(protocol)
         if hist is None:
@@ -53,9 +60,8 @@ class ProtocolStats:
         """The ``protocols`` object of GROUND_TRUTH.json: {proto: {"pdus": n, "func_hist": {...}}}."""
         out: dict[str, Any] = {}
         for proto in sorted(set(self.pdus) | set(self.funcs)):
-            hist = self.funcs.get(proto, Counter())
-            out[proto] = {
-                "pdus": int(self.pdus.get(proto, 0)),
-                "func_hist": {k: int(v) for k, v in sorted(hist.items())},
-            }
+            hist = {k: int(v) for k, v in sorted(self.funcs.get(proto, Counter()).items()) if v}
+            pdus = int(self.pdus.get(proto, 0))
+            if pdus or hist:
+                out[proto] = {"pdus": pdus, "func_hist": hist}
         return out

@@ -230,19 +230,33 @@ class Decoder:
             fs.total = offset + len(piece)
         if fs.total < 0 or fs.size < fs.total:
             return None
-        # Walk the pieces in order; first-arrived data wins where they overlap.
-        out = bytearray()
-        for off in sorted(fs.pieces):
-            p = fs.pieces[off]
-            if off > len(out):
-                return None  # a hole remains (overlaps inflated ``size``)
-            if off + len(p) > len(out):
-                out += p[len(out) - off :]
+        # Lay the pieces down in arrival order; where they overlap, the first-arrived bytes win
+        # (RFC 5722 tells IPv6 hosts to drop such datagrams; we keep them, count the overlap, and
+        # take the first copy, as Linux does for IPv4).
+        total = fs.total
+        out = bytearray(total)
+        filled = bytearray(total)  # 1 where a byte has been placed
+        overlap = False
+        for off, p in fs.pieces.items():
+            end = min(off + len(p), total)
+            if off >= end:
+                continue
+            if not any(filled[off:end]):
+                out[off:end] = p[: end - off]
+                filled[off:end] = b"\x01" * (end - off)
+                continue
+            overlap = True
+            for i in range(off, end):
+                if not filled[i]:
+                    out[i] = p[i - off]
+                    filled[i] = 1
+        if not all(filled):
+            return None  # a hole remains (overlaps inflated ``size``); wait for more pieces
         del frags[key]
-        if len(out) < fs.total:
-            return None
+        if overlap:
+            self.counters["ip_fragment_overlap"] += 1
         self.counters["ip_fragments_reassembled"] += 1
-        return bytes(out[: fs.total])
+        return bytes(out)
 
     def expire(self) -> None:
         """Drop fragment sets older than the timeout (called periodically by the pipeline)."""

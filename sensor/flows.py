@@ -131,6 +131,10 @@ class FlowTable:
                         flow.analyzer.feed(from_client, payload, ts)
                     except Exception:  # noqa: BLE001 - an analyzer bug must not stop the sensor
                         self._analyzer_failed(flow)
+                    if flags & ACK:
+                        other = streams[1] if from_client else streams[0]
+                        if other.pending:
+                            other.acked(ack, ts)
                     return
                 if not n and not wire_len:
                     if flags & ACK:

@@ -202,6 +202,12 @@ class Pipeline:
                                             analyzer.feed(from_client, payload, ts)
                                         except Exception:  # noqa: BLE001 - an analyzer bug never stops the sensor
                                             analyzer_failed(flow)
+                                        if flags & 0x10:
+                                            # data segments carry ACKs too: a hole the peer acknowledged
+                                            # was lost in the capture, not the network
+                                            other = streams[1] if from_client else streams[0]
+                                            if other.pending:
+                                                other.acked(ack, ts)
                                         continue
                             table.tcp(src, dst, sport, dport, seq, ack, flags, payload, plen, ts, data[6:12], data[0:6])
                             continue

@@ -100,7 +100,7 @@ def _chain(*callbacks: Callable[[Any], None] | None) -> Callable[[Any], None] | 
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     captures, problems = expand(args.inputs)
     for p in problems:
         err.print(f"[red]icswatch:[/] {p}")

@@ -225,7 +225,9 @@ def parse_request(fc: int, d: memoryview | bytes, p: _Parsed) -> None:
         bc = d[4]
         limit = 1968 if fc == 15 else 123
         expect = (p.quantity + 7) // 8 if fc == 15 else p.quantity * 2
-        if not 1 <= p.quantity <= limit or bc != expect or n != 5 + bc:
+        if not 1 <= p.quantity <= limit:
+            p.anomaly = "modbus_quantity_out_of_range"
+        elif bc != expect or n != 5 + bc:
             p.anomaly = "modbus_bad_byte_count"
         p.values = _bits(d, 5, p.quantity) if fc == 15 else _regs(d, 5, p.quantity)
     elif fc == 8:
@@ -431,11 +433,7 @@ class ModbusAnalyzer(FramedStreamAnalyzer):
         self._pending: dict[tuple[int, int], tuple[int, int | None, int | None, float]] = {}
         stats = session.stats
         self._pdus = stats.pdus
-        hist = stats.funcs.get("modbus")
-        if hist is None:
-            stats.func("modbus", "0", 0)
-            hist = stats.funcs["modbus"]
-        self._hist = hist
+        self._hist = stats.hist("modbus")
         s = session
         # per direction: (src, sport, dst, dport, src_mac, dst_mac)
         self._addr = {
@@ -523,7 +521,11 @@ class ModbusAnalyzer(FramedStreamAnalyzer):
             if len(pending) >= MAX_PENDING:
                 pending.clear()
                 self.session.anomaly("modbus_pending_overflow")
-            pending[key] = (fc, address, quantity, ts)
+            if fc == 23 and fields is not None and "read_address" in fields:
+                # the response to FC 23 carries the registers *read*: pair it with the read range
+                pending[key] = (fc, fields["read_address"], fields["read_quantity"], ts)
+            else:
+                pending[key] = (fc, address, quantity, ts)
         else:
             direction = RESPONSE
             req = self._pending.pop(key, None)
