@@ -119,9 +119,22 @@ TCP_COMMANDS: dict[int, str] = {
 
 # memory area codes (W227 5-2-2) for the common CS/CJ areas
 AREAS: dict[int, str] = {
-    0x30: "CIO.bit", 0x31: "WR.bit", 0x32: "HR.bit", 0x33: "AR.bit", 0x02: "DM.bit", 0x09: "TIM.flag",
-    0xB0: "CIO", 0xB1: "WR", 0xB2: "HR", 0xB3: "AR", 0x82: "DM", 0x89: "TIM.pv", 0x98: "EM",
-    0xBC: "DR", 0xDC: "IR", 0x06: "TK",
+    0x30: "CIO.bit",
+    0x31: "WR.bit",
+    0x32: "HR.bit",
+    0x33: "AR.bit",
+    0x02: "DM.bit",
+    0x09: "TIM.flag",
+    0xB0: "CIO",
+    0xB1: "WR",
+    0xB2: "HR",
+    0xB3: "AR",
+    0x82: "DM",
+    0x89: "TIM.pv",
+    0x98: "EM",
+    0xBC: "DR",
+    0xDC: "IR",
+    0x06: "TK",
 }
 
 
@@ -209,8 +222,18 @@ class FinsAnalyzer(FramedStreamAnalyzer):
         if len(f) < _HDR.size:
             s.anomaly("fins_truncated")
             s.stats.func("fins", "malformed")
-            s.event(from_client, ts, "fins", REQUEST if from_client else RESPONSE, -1, "malformed", OTHER,
-                    result=MALFORMED, anomaly="fins_truncated", size=len(f))
+            s.event(
+                from_client,
+                ts,
+                "fins",
+                REQUEST if from_client else RESPONSE,
+                -1,
+                "malformed",
+                OTHER,
+                result=MALFORMED,
+                anomaly="fins_truncated",
+                size=len(f),
+            )
             return
         icf, rsv, gct, _dna, da1, _da2, _sna, sa1, _sa2, sid, mrc, src = _HDR.unpack_from(f, 0)
         code = mrc << 8 | src

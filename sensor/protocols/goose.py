@@ -93,7 +93,10 @@ class GooseAnalyzer(Analyzer):
             elif n == _TTL:
                 ttl = read_uint(data, el, 5)
             elif n == _T and el.end - el.start == 8:
-                t = _UTC.unpack_from(data, el.start)[0] + int.from_bytes(data[el.start + 4 : el.start + 7], "big") / 16777216.0
+                t = (
+                    _UTC.unpack_from(data, el.start)[0]
+                    + int.from_bytes(data[el.start + 4 : el.start + 7], "big") / 16777216.0
+                )
             elif n == _SIM and el.end > el.start:
                 simulation = data[el.start] != 0
             elif n == _CONFREV:
@@ -151,7 +154,19 @@ class GooseAnalyzer(Analyzer):
         s = self.session
         s.anomaly(anomaly)
         s.stats.func("goose", "malformed")
-        s.event(from_client, ts, "goose", UNSOLICITED, -1, "malformed", OTHER, unit=appid, result=MALFORMED, anomaly=anomaly, size=size)
+        s.event(
+            from_client,
+            ts,
+            "goose",
+            UNSOLICITED,
+            -1,
+            "malformed",
+            OTHER,
+            unit=appid,
+            result=MALFORMED,
+            anomaly=anomaly,
+            size=size,
+        )
 
 
 class SvAnalyzer(Analyzer):

@@ -50,7 +50,6 @@ _U32 = struct.Struct("!I")
 _BLOCK = struct.Struct("!HHH")  # BlockType, BlockLength, BlockVersion
 
 
-
 def _pnio_uuid(n: int) -> str:
     return f"dea0000{n}-6c97-11d1-8271-00a02442df7d"
 
@@ -67,8 +66,10 @@ for _text, _name in INTERFACES.items():
     _u = uuid.UUID(_text)
     _IFACE_BYTES[_u.bytes] = _name
     _IFACE_BYTES[_u.bytes_le] = _name
-_OBJECT_PREFIX = {0: uuid.UUID("dea00000-6c97-11d1-8271-000000000000").bytes[:10],
-                  1: uuid.UUID("dea00000-6c97-11d1-8271-000000000000").bytes_le[:10]}
+_OBJECT_PREFIX = {
+    0: uuid.UUID("dea00000-6c97-11d1-8271-000000000000").bytes[:10],
+    1: uuid.UUID("dea00000-6c97-11d1-8271-000000000000").bytes_le[:10],
+}
 
 PTYPES: dict[int, str] = {
     0: "request",
@@ -94,8 +95,15 @@ OPERATIONS: dict[int, tuple[str, str]] = {
     5: ("read_implicit", READ),
 }
 
-CONTROL_COMMANDS = ((0x0001, "prm_end"), (0x0002, "application_ready"), (0x0004, "release"), (0x0008, "done"),
-                    (0x0010, "ready_for_companion"), (0x0020, "ready_for_rt_class_3"), (0x0040, "prm_begin"))
+CONTROL_COMMANDS = (
+    (0x0001, "prm_end"),
+    (0x0002, "application_ready"),
+    (0x0004, "release"),
+    (0x0008, "done"),
+    (0x0010, "ready_for_companion"),
+    (0x0020, "ready_for_rt_class_3"),
+    (0x0040, "prm_begin"),
+)
 
 # block types whose record header layout we read (IEC 61158-6-10 5.2.3): IODRead/WriteReq/ResHeader
 _RW_HEADERS = (0x0008, 0x0009, 0x8008, 0x8009)

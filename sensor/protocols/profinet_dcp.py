@@ -41,7 +41,20 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from sensor.events import DIAGNOSTIC, DISCOVERY, EXCEPTION, MALFORMED, OK, OTHER, PROGRAM, READ, REQUEST, RESPONSE, UNSOLICITED, WRITE
+from sensor.events import (
+    DIAGNOSTIC,
+    DISCOVERY,
+    EXCEPTION,
+    MALFORMED,
+    OK,
+    OTHER,
+    PROGRAM,
+    READ,
+    REQUEST,
+    RESPONSE,
+    UNSOLICITED,
+    WRITE,
+)
 from sensor.protocols.base import Analyzer, ProtocolSpec
 
 ETHERTYPE_PROFINET = 0x8892
@@ -141,8 +154,18 @@ class ProfinetAnalyzer(Analyzer):
         name = "alarm_high" if frame_id == 0xFC01 else "alarm_low"
         if len(data) < 2 + _RTA.size:
             s.anomaly("profinet_rt_alarm_truncated")
-            s.event(from_client, ts, "profinet_rt", UNSOLICITED, frame_id, name, DIAGNOSTIC, result=MALFORMED,
-                    anomaly="profinet_rt_alarm_truncated", size=len(data))
+            s.event(
+                from_client,
+                ts,
+                "profinet_rt",
+                UNSOLICITED,
+                frame_id,
+                name,
+                DIAGNOSTIC,
+                result=MALFORMED,
+                anomaly="profinet_rt_alarm_truncated",
+                size=len(data),
+            )
             return
         dst, src, pdu_type, _flags, send_seq, ack_seq = _RTA.unpack_from(data, 2)
         rta = {1: "data", 2: "nack", 3: "ack", 4: "err"}.get(pdu_type & 0x0F, f"unknown-{pdu_type & 0x0F}")
@@ -253,12 +276,25 @@ class ProfinetAnalyzer(Analyzer):
             size=end,
         )
 
-    def _malformed(self, from_client: bool, ts: float, frame_id: int, anomaly: str, size: int, service: int = -1) -> None:
+    def _malformed(
+        self, from_client: bool, ts: float, frame_id: int, anomaly: str, size: int, service: int = -1
+    ) -> None:
         s = self.session
         s.anomaly(anomaly)
         s.stats.func("profinet_dcp", "malformed")
-        s.event(from_client, ts, "profinet_dcp", REQUEST, service, "malformed" if service < 0 else f"unknown-{service}",
-                OTHER, result=MALFORMED, anomaly=anomaly, fields={"frame_id": frame_id}, size=size)
+        s.event(
+            from_client,
+            ts,
+            "profinet_dcp",
+            REQUEST,
+            service,
+            "malformed" if service < 0 else f"unknown-{service}",
+            OTHER,
+            result=MALFORMED,
+            anomaly=anomaly,
+            fields={"frame_id": frame_id},
+            size=size,
+        )
 
 
 def _option_value(name: str, value: bytes, out: dict[str, Any]) -> None:
