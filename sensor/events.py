@@ -77,7 +77,7 @@ class IcsEvent:
     src_mac: str | None = None
     dst_mac: str | None = None
     size: int = 0  # PDU size in bytes
-    id: int = field(default_factory=next_event_id)
+    id: int = field(default_factory=_event_ids.__next__)  # a C call: cheaper than a Python function
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (the JSON Lines event output). Empty optional fields are left out."""

@@ -170,9 +170,17 @@ def _bits(data: bytes | memoryview, off: int, count: int) -> tuple[bool, ...]:
     return tuple(chain.from_iterable(map(_BYTE_BITS.__getitem__, bytes(data[off : off + nbytes]))))[:count]
 
 
+# precompiled "!nH" unpackers for every register count a PDU can hold (253-byte PDU: up to 126)
+_REG_STRUCTS = [struct.Struct(f"!{n}H").unpack_from for n in range(128)]
+
+
 def _regs(data: bytes | memoryview, off: int, count: int) -> tuple[int, ...]:
     count = min(count, (len(data) - off) // 2)
-    return struct.unpack_from(f"!{count}H", data, off) if count > 0 else ()
+    if count <= 0:
+        return ()
+    if count < len(_REG_STRUCTS):
+        return _REG_STRUCTS[count](data, off)
+    return struct.unpack_from(f"!{count}H", data, off)
 
 
 class _Parsed:
@@ -435,18 +443,15 @@ class ModbusAnalyzer(FramedStreamAnalyzer):
         self._pdus = stats.pdus
         self._hist = stats.hist("modbus")
         s = session
-        # per direction: (src, sport, dst, dport, src_mac, dst_mac)
-        self._addr = {
-            True: (s.client_ip, s.client_port, s.server_ip, s.server_port, s.client_mac, s.server_mac),
-            False: (s.server_ip, s.server_port, s.client_ip, s.client_port, s.server_mac, s.client_mac),
-        }
+        self._c2s = (s.client_ip, s.client_port, s.server_ip, s.server_port, s.client_mac, s.server_mac)
+        self._s2c = (s.server_ip, s.server_port, s.client_ip, s.client_port, s.server_mac, s.client_mac)
 
     def feed(self, from_client: bool, data: bytes, ts: float) -> None:
         # Fast path: exactly one whole ADU in the segment and nothing buffered (the usual case).
         n = len(data)
         if (
             n >= 8
-            and not self._buf[from_client]
+            and not (self._buf[True] if from_client else self._buf[False])
             and data[2] == 0
             and data[3] == 0
             and (data[4] << 8 | data[5]) + 6 == n
@@ -544,11 +549,11 @@ class ModbusAnalyzer(FramedStreamAnalyzer):
                     anomaly = "modbus_bad_exception_length"
                 if req is not None:
                     address, quantity = req[1], req[2]
-            elif (fc == 3 or fc == 4) and size >= 9 and adu[8] == size - 9 and not size & 1:
+            elif (fc == 3 or fc == 4) and size >= 9 and adu[8] == size - 9 and size & 1:
                 # Hot response shape inline: register reads.
                 if req is not None:
                     address, quantity = req[1], req[2]
-                values = struct.unpack_from(f"!{(size - 9) >> 1}H", adu, 9)
+                values = _REG_STRUCTS[(size - 9) >> 1](adu, 9) if size < 9 + 2 * len(_REG_STRUCTS) else None
             else:
                 p = _Parsed()
                 parse_response(fc, adu[8:], p, req)
@@ -563,7 +568,7 @@ class ModbusAnalyzer(FramedStreamAnalyzer):
             fields = {"transaction_id": tid}
         else:
             fields["transaction_id"] = tid
-        src, sport, dst, dport, smac, dmac = self._addr[from_client]
+        src, sport, dst, dport, smac, dmac = self._c2s if from_client else self._s2c
         s = self.session
         s.events += 1
         s._sink(
