@@ -87,7 +87,13 @@ class Decoder:
                     return None
                 (etype,) = _U16.unpack_from(data, off + 2)
                 off += 4
-            if etype < 0x0600:  # 802.3 length field: LLC/SNAP, not IP
+            if etype < 0x0600:
+                # 802.3 length field: an LLC frame. UI frames (DSAP == SSAP, control 0x03) are handed
+                # on with the SAP as a pseudo-ethertype (< 0x0600, so no real ethertype collides):
+                # BACnet/Ethernet rides on SAP 0x82. The length cuts the padding to 60 octets.
+                end = off + etype
+                if len(data) >= off + 3 and data[off] == data[off + 1] and data[off + 2] == 0x03 and end <= len(data):
+                    return Decoded(data[off], smac, dmac, 0, data[off + 3 : end], end - off - 3, smac, dmac)
                 self.counters["non_ip_frames"] += 1
                 return None
         elif linktype == 113:  # Linux cooked capture v1

@@ -208,6 +208,13 @@ UNCONFIRMED_CATEGORY: dict[int, str] = {
     0: DISCOVERY, 1: DISCOVERY, 2: READ, 3: READ, 4: OTHER, 5: OTHER, 6: WRITE, 7: DISCOVERY, 8: DISCOVERY,
     9: WRITE, 10: WRITE, 11: READ, 12: OTHER, 13: DISCOVERY, 14: DISCOVERY,
 }
+# Fixed APDU header length per PDU type up to and including the service choice / reason (20.1.2-20.1.9);
+# segmented confirmed requests and complex ACKs carry two more octets (sequence number, window).
+# Wireshark 4.0 adds bacapp.type to a Segment-ACK before reading anything else: one octet is enough.
+_APDU_HEADER = (4, 2, 3, 3, 1, 3, 3, 3)
+_CUT_BY_SEGMENTATION = ("bacnet_bad_tag", "bacnet_unclosed_tag")
+# Confirmed notifications are reports too: the device speaks first (the SimpleACK is the response).
+_CONFIRMED_DIRECTION: dict[int, str] = {1: UNSOLICITED, 2: UNSOLICITED, 31: UNSOLICITED, 32: UNSOLICITED}
 # Unconfirmed services that report rather than ask (direction unsolicited / response).
 _UNCONFIRMED_DIRECTION: dict[int, str] = {0: RESPONSE, 1: RESPONSE, 2: UNSOLICITED, 3: UNSOLICITED,
                                           11: UNSOLICITED, 12: UNSOLICITED, 14: RESPONSE}
@@ -548,23 +555,24 @@ _ACK_ALARM: Roles = {(-1, 1): "obj"}
 _LIFE_SAFETY: Roles = {(-1, 3): "obj"}
 _WHO_HAS: Roles = {(-1, 2): "obj"}
 _TEXT: Roles = {(-1, 0): "dev"}
-_VALUE_ONLY: Roles = {(-1, 2): "val"}  # private transfer: [2] serviceParameters
 
 CONFIRMED_REQUEST_ROLES: dict[int, Roles] = {
     0: _ACK_ALARM, 1: _COV, 2: _EVENT, 5: _SUB_COV, 8: _LIST, 9: _LIST, 10: _CREATE, 12: _RP,
-    14: _RPM_REQ, 15: _RP, 16: _WPM, 18: _VALUE_ONLY, 19: _TEXT, 26: _READ_RANGE, 27: _LIFE_SAFETY,
+    14: _RPM_REQ, 15: _RP, 16: _WPM, 19: _TEXT, 26: _READ_RANGE, 27: _LIFE_SAFETY,
     28: _SUB_COV, 31: _COV_MULTI,
 }
-COMPLEX_ACK_ROLES: dict[int, Roles] = {12: _RP, 14: _RPM_ACK, 18: _VALUE_ONLY, 26: _READ_RANGE}
-UNCONFIRMED_ROLES: dict[int, Roles] = {
-    2: _COV, 3: _EVENT, 4: _VALUE_ONLY, 5: _TEXT, 7: _WHO_HAS, 11: _COV_MULTI,
-}
+COMPLEX_ACK_ROLES: dict[int, Roles] = {12: _RP, 14: _RPM_ACK, 26: _READ_RANGE}
+UNCONFIRMED_ROLES: dict[int, Roles] = {2: _COV, 3: _EVENT, 5: _TEXT, 7: _WHO_HAS, 11: _COV_MULTI}
+# Private transfer parameters are vendor-defined ([2] serviceParameters): not walked, and encoding
+# errors inside them are the vendor's business, not an anomaly of ours.
+_OPAQUE_CONFIRMED = frozenset({18})
+_OPAQUE_UNCONFIRMED = frozenset({4})
 
 
 class Info:
     """What the service walker found in one APDU (one object per APDU, slotted)."""
 
-    __slots__ = ("objects", "props", "values", "fields", "unit", "identity", "error")
+    __slots__ = ("error", "fields", "identity", "objects", "props", "unit", "values")
 
     def __init__(self) -> None:
         self.objects: list[str] = []
@@ -636,9 +644,8 @@ def walk(b: bytes, tags: list[Tag], roles: Roles, info: Info) -> None:
             if ln == 4:
                 cur_obj = _BE32.unpack_from(b, o)[0]
                 info.add_object(cur_obj)
-                if role == "dev" or (cur_obj >> 22) == DEVICE:
-                    if info.unit is None:
-                        info.unit = cur_obj & 0x3FFFFF
+                if (cur_obj >> 22) == DEVICE and info.unit is None:
+                    info.unit = cur_obj & 0x3FFFFF
         elif role == "prop":
             cur_prop = uint(b, o, ln)
             name = property_name(cur_prop)
@@ -890,11 +897,15 @@ UNCONFIRMED_SPECIAL: dict[int, Special] = {
 }
 
 
-def decode_service(b: bytes, o: int, end: int, roles: Roles | None, special: Special | None, info: Info) -> str | None:
+def decode_service(
+    b: bytes, o: int, end: int, roles: Roles | None, special: Special | None, info: Info, opaque: bool = False
+) -> str | None:
     """Tokenize ``b[o:end]`` once and run the role walker and the special decoder on it."""
     if roles is None and special is None or o >= end:
         return None
     tags, anomaly = tokenize(b, o, end)
+    if opaque:
+        anomaly = None
     if roles is not None:
         walk(b, tags, roles, info)
     if special is not None:
@@ -941,7 +952,7 @@ class BacnetAnalyzer(Analyzer):
             self._npdu(from_client, ts, b, 3, n, fields)  # ISO 8802-2 LLC header DSAP SSAP UI (clause 7)
         elif first == 0x82:
             self._bvlc6(from_client, ts, b, fields)
-        elif first == 0x01:
+        elif first == 0x01 and self.session.transport != "udp":
             fields["datalink"] = "llc"
             self._npdu(from_client, ts, b, 0, n, fields)  # an LLC payload handed over without its header
         else:
@@ -988,7 +999,7 @@ class BacnetAnalyzer(Analyzer):
         elif func == 0x05 and end >= 6:
             fields["ttl"] = _BE16.unpack_from(b, 4)[0]
         elif func in (0x01, 0x03):
-            entries = []
+            entries: list[str] = []
             o = 4
             while o + 10 <= end and len(entries) < MAX_OBJECTS:
                 entries.append(f"{b[o]}.{b[o + 1]}.{b[o + 2]}.{b[o + 3]}:{_BE16.unpack_from(b, o + 4)[0]}")
@@ -1042,7 +1053,7 @@ class BacnetAnalyzer(Analyzer):
 
     # -- NPDU (clause 6.2) -----------------------------------------------------------------------------
     def _npdu(self, from_client: bool, ts: float, b: bytes, o: int, end: int, fields: dict[str, Any]) -> None:
-        size = end - o
+        size = end  # the whole BVLL message (or LLC frame payload): what the event's ``size`` reports
         if end - o < 2:
             self._malformed(from_client, ts, "npdu_short", size, fields)
             return
@@ -1077,6 +1088,8 @@ class BacnetAnalyzer(Analyzer):
             fields["snet"] = _BE16.unpack_from(b, o)[0]
             slen = b[o + 2]
             o += 3
+            if slen == 0:  # clause 6.2.2: "SLEN = 0 is invalid" (a source is never a broadcast)
+                self.session.anomaly("npdu_bad_slen")
             if o + slen > end:
                 self._malformed(from_client, ts, "npdu_short", size, fields)
                 return
@@ -1113,7 +1126,7 @@ class BacnetAnalyzer(Analyzer):
         if mtype in (0x00, 0x04, 0x05, 0x09, 0x13) and o + 2 <= end:
             fields["network"] = _BE16.unpack_from(b, o)[0]
         elif mtype in (0x01, 0x02, 0x03) and o + 2 <= end:
-            nets = []
+            nets: list[int] = []
             p = o + (1 if mtype == 0x03 else 0)
             if mtype == 0x03:
                 fields["reject_reason"] = b[o]
@@ -1129,13 +1142,21 @@ class BacnetAnalyzer(Analyzer):
 
     # -- APDU (clause 20.1) ----------------------------------------------------------------------------
     def _apdu(self, from_client: bool, ts: float, b: bytes, o: int, end: int, fields: dict[str, Any], size: int) -> None:
+        b0 = b[o]
+        ptype = b0 >> 4
+        if ptype > 7:  # reserved PDU types (20.1.1): not an APDU, and Wireshark shows no bacapp.type
+            self._malformed(from_client, ts, "apdu_unknown_type", size, fields)
+            return
+        seg = bool(b0 & 0x08) and ptype in (0, 3)
+        n = end - o
+        if n < _APDU_HEADER[ptype] + (2 if seg else 0):
+            # Wireshark reads the whole fixed header before it adds any field: a cut header is no PDU
+            self._malformed(from_client, ts, "apdu_short", size, fields)
+            return
         stats = self.session.stats
         stats.pdu(PROTO)  # Wireshark: one bacapp.type per APDU
         fields["layer"] = "apdu"
-        b0 = b[o]
-        ptype = b0 >> 4
-        n = end - o
-        fields["pdu_type"] = APDU_TYPES[ptype] if ptype < 8 else f"type-{ptype}"
+        fields["pdu_type"] = APDU_TYPES[ptype]
         info = Info()
         direction = RESPONSE
         result = OK
@@ -1143,143 +1164,127 @@ class BacnetAnalyzer(Analyzer):
         anomaly: str | None = None
         latency: float | None = None
         function = -1
-        name = fields["pdu_type"]
+        name = APDU_TYPES[ptype]
         category = OTHER
-        seg_first = True
         if ptype == 0:  # Confirmed-Request (20.1.2)
-            direction = REQUEST
-            seg = bool(b0 & 0x08)
-            hdr = 5 if seg else 3
-            if n >= 3:
-                fields["invoke_id"] = b[o + 2]
-                fields["max_segments"] = MAX_SEGMENTS_CODES[(b[o + 1] >> 4) & 0x07]
-                code_apdu = b[o + 1] & 0x0F
-                fields["max_apdu"] = MAX_APDU_CODES[code_apdu] if code_apdu < 6 else code_apdu
-                if b0 & 0x02:
-                    fields["segmented_response_accepted"] = True
+            invoke = b[o + 2]
+            fields["invoke_id"] = invoke
+            fields["max_segments"] = MAX_SEGMENTS_CODES[(b[o + 1] >> 4) & 0x07]
+            code_apdu = b[o + 1] & 0x0F
+            fields["max_apdu"] = MAX_APDU_CODES[code_apdu] if code_apdu < 6 else code_apdu
+            if b0 & 0x02:
+                fields["segmented_response_accepted"] = True
+            hdr = 3
+            first_segment = True
             if seg:
-                fields["segmented"] = True
-                fields["more_follows"] = bool(b0 & 0x04)
-                if n >= 5:
-                    fields["sequence"] = b[o + 3]
-                    fields["window"] = b[o + 4]
-                    seg_first = b[o + 3] == 0
-            if n > hdr:
-                svc = b[o + hdr]
-                stats.func(PROTO, f"confirmed:{svc}")
-                function = svc
-                name = CONFIRMED_SERVICES.get(svc, f"confirmed-{svc}")
-                category = CONFIRMED_CATEGORY.get(svc, OTHER)
-                key = (from_client, b[o + 2])
-                if key not in self._pending:
-                    if len(self._pending) >= PENDING_CAP:
-                        del self._pending[next(iter(self._pending))]
-                    self._pending[key] = (ts, svc)
-                if seg_first:
-                    anomaly = decode_service(b, o + hdr + 1, end, CONFIRMED_REQUEST_ROLES.get(svc),
-                                             CONFIRMED_REQUEST_SPECIAL.get(svc), info)
-                    if seg and anomaly in ("bacnet_bad_tag", "bacnet_unclosed_tag"):
-                        anomaly = None  # the first segment ends mid-encoding by construction
-            else:
-                anomaly = "apdu_short"
+                hdr = 5
+                first_segment = self._segment_fields(b, o + 3, b0, fields)
+            svc = b[o + hdr]
+            stats.func(PROTO, f"confirmed:{svc}")
+            function = svc
+            name = CONFIRMED_SERVICES.get(svc, f"confirmed-{svc}")
+            category = CONFIRMED_CATEGORY.get(svc, OTHER)
+            direction = _CONFIRMED_DIRECTION.get(svc, REQUEST)
+            key = (from_client, invoke)
+            if key not in self._pending:  # later segments keep the first segment's time
+                if len(self._pending) >= PENDING_CAP:
+                    del self._pending[next(iter(self._pending))]
+                self._pending[key] = (ts, svc)
+            if first_segment:
+                anomaly = decode_service(b, o + hdr + 1, end, CONFIRMED_REQUEST_ROLES.get(svc),
+                                         CONFIRMED_REQUEST_SPECIAL.get(svc), info, svc in _OPAQUE_CONFIRMED)
+                if seg and anomaly in _CUT_BY_SEGMENTATION:
+                    anomaly = None  # a first segment ends mid-encoding by construction
         elif ptype == 1:  # Unconfirmed-Request (20.1.3)
-            direction = REQUEST
-            if n >= 2:
-                svc = b[o + 1]
-                stats.func(PROTO, f"unconfirmed:{svc}")
-                function = svc
-                name = UNCONFIRMED_SERVICES.get(svc, f"unconfirmed-{svc}")
-                category = UNCONFIRMED_CATEGORY.get(svc, OTHER)
-                direction = _UNCONFIRMED_DIRECTION.get(svc, REQUEST)
-                anomaly = decode_service(b, o + 2, end, UNCONFIRMED_ROLES.get(svc), UNCONFIRMED_SPECIAL.get(svc), info)
-            else:
-                anomaly = "apdu_short"
+            svc = b[o + 1]
+            stats.func(PROTO, f"unconfirmed:{svc}")
+            function = svc
+            name = UNCONFIRMED_SERVICES.get(svc, f"unconfirmed-{svc}")
+            category = UNCONFIRMED_CATEGORY.get(svc, OTHER)
+            direction = _UNCONFIRMED_DIRECTION.get(svc, REQUEST)
+            anomaly = decode_service(b, o + 2, end, UNCONFIRMED_ROLES.get(svc), UNCONFIRMED_SPECIAL.get(svc),
+                                     info, svc in _OPAQUE_UNCONFIRMED)
         elif ptype in (2, 3, 5):  # Simple-ACK (20.1.4), Complex-ACK (20.1.5), Error (20.1.7)
-            seg = ptype == 3 and bool(b0 & 0x08)
-            hdr = 4 if seg else 2
-            if n >= 2:
-                fields["invoke_id"] = b[o + 1]
+            invoke = b[o + 1]
+            fields["invoke_id"] = invoke
+            hdr = 2
+            first_segment = True
             if seg:
-                fields["segmented"] = True
-                fields["more_follows"] = bool(b0 & 0x04)
-                if n >= 4:
-                    fields["sequence"] = b[o + 2]
-                    fields["window"] = b[o + 3]
-                    seg_first = b[o + 2] == 0
-            if n > hdr:
-                svc = b[o + hdr]
-                stats.func(PROTO, f"confirmed:{svc}")
-                function = svc
-                name = CONFIRMED_SERVICES.get(svc, f"confirmed-{svc}")
-                category = CONFIRMED_CATEGORY.get(svc, OTHER)
-                latency = self._pair(from_client, b[o + 1], ts, fields, keep=seg and bool(b0 & 0x04))
-                body = o + hdr + 1
-                if ptype == 3 and seg_first:
-                    anomaly = decode_service(b, body, end, COMPLEX_ACK_ROLES.get(svc), COMPLEX_ACK_SPECIAL.get(svc), info)
-                    if seg and anomaly in ("bacnet_bad_tag", "bacnet_unclosed_tag"):
-                        anomaly = None
-                elif ptype == 5:
-                    result = EXCEPTION
-                    anomaly = decode_service(b, body, end, None, _d_error, info)
-                    if info.error is not None:
-                        cls, err = info.error
-                        code = err
-                        fields["error_class"] = ERROR_CLASSES.get(cls, f"class-{cls}")
-                        fields["error_code"] = ERROR_CODES.get(err, f"code-{err}")
-            else:
-                anomaly = "apdu_short"
-        elif ptype == 4:  # Segment-ACK (20.1.6)
-            direction = RESPONSE if b0 & 0x01 else REQUEST
-            if n >= 4:
-                fields["invoke_id"] = b[o + 1]
-                fields["sequence"] = b[o + 2]
-                fields["window"] = b[o + 3]
-                fields["negative"] = bool(b0 & 0x02)
-                fields["server"] = bool(b0 & 0x01)
-                svc = self._service_of(from_client, b[o + 1])
-                if svc is not None:
-                    fields["service"] = CONFIRMED_SERVICES.get(svc, f"confirmed-{svc}")
-            else:
-                anomaly = "apdu_short"
+                hdr = 4
+                first_segment = self._segment_fields(b, o + 2, b0, fields)
+            svc = b[o + hdr]
+            stats.func(PROTO, f"confirmed:{svc}")
+            function = svc
+            name = CONFIRMED_SERVICES.get(svc, f"confirmed-{svc}")
+            category = CONFIRMED_CATEGORY.get(svc, OTHER)
+            latency = self._pair(not from_client, invoke, ts, keep=seg and bool(b0 & 0x04))
+            body = o + hdr + 1
+            if ptype == 3 and first_segment:
+                anomaly = decode_service(b, body, end, COMPLEX_ACK_ROLES.get(svc), COMPLEX_ACK_SPECIAL.get(svc),
+                                         info, svc in _OPAQUE_CONFIRMED)
+                if seg and anomaly in _CUT_BY_SEGMENTATION:
+                    anomaly = None
+            elif ptype == 5:
+                result = EXCEPTION
+                anomaly = decode_service(b, body, end, None, _d_error, info)
+                if info.error is not None:
+                    cls, err = info.error
+                    code = err
+                    fields["error_class"] = ERROR_CLASSES.get(cls, f"class-{cls}")
+                    fields["error_code"] = ERROR_CODES.get(err, f"code-{err}")
+                    info.error = None
+                else:
+                    anomaly = anomaly or "apdu_error_incomplete"
+        elif ptype == 4 and n < 4:  # a cut Segment-ACK: counted (as tshark does), not decoded
+            anomaly = "apdu_short"
+            result = MALFORMED
             category = SESSION
-        elif ptype in (6, 7):  # Reject (20.1.8), Abort (20.1.9)
-            if ptype == 7:
-                direction = RESPONSE if b0 & 0x01 else REQUEST
-                fields["server"] = bool(b0 & 0x01)
+        elif ptype == 4:  # Segment-ACK (20.1.6)
+            invoke = b[o + 1]
+            server = bool(b0 & 0x01)
+            direction = RESPONSE if server else REQUEST
+            fields["invoke_id"] = invoke
+            fields["sequence"] = b[o + 2]
+            fields["window"] = b[o + 3]
+            fields["negative"] = bool(b0 & 0x02)
+            fields["server"] = server
+            # SRV set: the server acknowledges segments of a request, so the requester is the peer
+            asked = self._service_of(not from_client if server else from_client, invoke)
+            if asked is not None:
+                fields["service"] = CONFIRMED_SERVICES.get(asked, f"confirmed-{asked}")
+            category = SESSION
+        else:  # Reject (20.1.8), Abort (20.1.9)
+            invoke = b[o + 1]
+            reason = b[o + 2]
             result = EXCEPTION
-            if n >= 3:
-                fields["invoke_id"] = b[o + 1]
-                reason = b[o + 2]
-                code = reason
-                table = REJECT_REASONS if ptype == 6 else ABORT_REASONS
-                fields["reason"] = table.get(reason, f"reason-{reason}")
-                svc = self._service_of(from_client, b[o + 1])
-                if svc is not None:
-                    fields["service"] = CONFIRMED_SERVICES.get(svc, f"confirmed-{svc}")
-                    category = CONFIRMED_CATEGORY.get(svc, OTHER)
-                latency = self._pair(from_client, b[o + 1], ts, fields, keep=False)
-            else:
-                anomaly = "apdu_short"
-        else:
-            anomaly = "apdu_unknown_type"
+            code = reason
+            fields["invoke_id"] = invoke
+            fields["reason"] = (REJECT_REASONS if ptype == 6 else ABORT_REASONS).get(reason, f"reason-{reason}")
+            server = ptype == 6 or bool(b0 & 0x01)  # a reject always comes from the server
+            if ptype == 7:
+                fields["server"] = server
+                direction = RESPONSE if server else REQUEST
+            requester = not from_client if server else from_client
+            asked = self._service_of(requester, invoke)
+            if asked is not None:
+                fields["service"] = CONFIRMED_SERVICES.get(asked, f"confirmed-{asked}")
+                category = CONFIRMED_CATEGORY.get(asked, OTHER)
+            latency = self._pair(requester, invoke, ts, keep=False)
         if anomaly:
             self.session.anomaly(anomaly)
-            if anomaly in ("apdu_short", "apdu_unknown_type"):
-                result = MALFORMED
         if info.fields:
             fields.update(info.fields)
         if info.props:
             fields["properties"] = info.props
         if info.identity is not None:
             fields["identity"] = info.identity
-        if info.error is not None and ptype != 5:
-            cls, err = info.error  # an RPM-ACK element failed: the request as a whole did not
+        if info.error is not None:
+            cls, err = info.error  # an element of a ReadPropertyMultiple-ACK failed, not the request
             fields["error_class"] = ERROR_CLASSES.get(cls, f"class-{cls}")
             fields["error_code"] = ERROR_CODES.get(err, f"code-{err}")
         address = None
         if info.objects:
-            first = info.objects[0]
-            address = int(first.rsplit(":", 1)[1])
+            address = int(info.objects[0].rsplit(":", 1)[1])
         self.session.event(
             from_client, ts, PROTO, direction, function, name, category,
             unit=info.unit,
@@ -1295,9 +1300,18 @@ class BacnetAnalyzer(Analyzer):
             size=size,
         )
 
-    def _pair(self, from_client: bool, invoke: int, ts: float, fields: dict[str, Any], keep: bool) -> float | None:
-        """Match an answer with the confirmed request of the other side (invoke id, clause 5.4)."""
-        key = (not from_client, invoke)
+    @staticmethod
+    def _segment_fields(b: bytes, o: int, b0: int, fields: dict[str, Any]) -> bool:
+        """Sequence number and window of a segmented message (20.1.2.7-8); True for the first segment."""
+        fields["segmented"] = True
+        fields["more_follows"] = bool(b0 & 0x04)
+        fields["sequence"] = b[o]
+        fields["window"] = b[o + 1]
+        return b[o] == 0
+
+    def _pair(self, requester: bool, invoke: int, ts: float, keep: bool) -> float | None:
+        """Match an answer with its confirmed request (requesting side, invoke id: clause 5.4)."""
+        key = (requester, invoke)
         entry = self._pending.get(key)
         if entry is None:
             return None
@@ -1306,8 +1320,8 @@ class BacnetAnalyzer(Analyzer):
         t0, _svc = entry
         return ts - t0 if ts >= t0 else None
 
-    def _service_of(self, from_client: bool, invoke: int) -> int | None:
-        entry = self._pending.get((not from_client, invoke)) or self._pending.get((from_client, invoke))
+    def _service_of(self, requester: bool, invoke: int) -> int | None:
+        entry = self._pending.get((requester, invoke))
         return entry[1] if entry else None
 
     def _malformed(self, from_client: bool, ts: float, anomaly: str, size: int, fields: dict[str, Any] | None) -> None:
@@ -1322,6 +1336,9 @@ SPEC = ProtocolSpec(
     name=PROTO,
     analyzer=BacnetAnalyzer,
     udp_ports=frozenset({PORT}),
+    # BACnet/Ethernet (clause 7): ISO 8802-2 LLC frames with DSAP = SSAP = 0x82. The decoder hands LLC
+    # UI frames to the layer-2 table under their SAP, a value below 0x0600 that no ethertype can take.
+    ethertypes=frozenset({LLC_SAP}),
     probe=probe,
     probe_order=40,
 )

@@ -214,7 +214,8 @@ class ProtocolSpec:
     analyzer: type[Analyzer]
     tcp_ports: frozenset[int] = field(default_factory=frozenset)
     udp_ports: frozenset[int] = field(default_factory=frozenset)
-    ethertypes: frozenset[int] = field(default_factory=frozenset)  # layer-2 protocols (GOOSE, PROFINET DCP)
+    # layer-2 protocols (GOOSE, PROFINET DCP); values below 0x0600 are 802.2 LLC SAPs (BACnet/Ethernet: 0x82)
+    ethertypes: frozenset[int] = field(default_factory=frozenset)
     probe: Probe | None = None  # payload signature, tried on flows whose port is not registered
     probe_order: int = 100  # lower first: stricter probes before looser ones
     reports: tuple[str, ...] = ()  # protocol names this analyzer counts under (default: (name,))

@@ -43,7 +43,8 @@ from __future__ import annotations
 
 import calendar
 import struct
-from typing import Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from sensor.events import (
     CONTROL,
@@ -177,7 +178,10 @@ def cp56time2a(b: bytes, o: int) -> tuple[str | None, float | None, bool]:
     hour = b[o + 3] & 0x1F
     day = b[o + 4] & 0x1F
     month = b[o + 5] & 0x0F
-    year = 2000 + (b[o + 6] & 0x7F)
+    # The standard gives the year of the century (0-99). As Wireshark does, 70-99 read as 19xx and
+    # 100-127 (stations counting years since 1900, seen in the wild) as 1900 + y.
+    y = b[o + 6] & 0x7F
+    year = 2000 + y if y < 70 else 1900 + y
     if ms > 59999 or minute > 59 or hour > 23 or not 1 <= day <= 31 or not 1 <= month <= 12:
         return None, None, iv
     sec, msec = divmod(ms, 1000)
@@ -526,8 +530,10 @@ def probe(payload: bytes, from_client: bool) -> bool:
     if ln < APDU_MIN_LEN or ln > APDU_MAX_LEN:
         return False
     c0 = payload[2]
+    if payload[4] & 0x01:  # N(R) (and the U-format zero octet) sits in bits 1-15: bit 0 is always zero
+        return False
     if c0 & 0x01 == 0:  # I-format: needs an ASDU header with a known type and at least one object
-        if ln < APDU_MIN_LEN + 6 or n < 8:
+        if ln < APDU_MIN_LEN + 6 or n < 9:
             return False
         if payload[6] not in TYPE_NAMES or payload[7] & 0x7F == 0 or payload[8] & 0x3F == 0:
             return False
@@ -544,7 +550,7 @@ def probe(payload: bytes, from_client: bool) -> bool:
 class _Dir:
     """Sequence state of one direction (the sender's N(S) stream and the N(R) it sends back)."""
 
-    __slots__ = ("exp_ns", "missing", "last_nr", "lost")
+    __slots__ = ("exp_ns", "last_nr", "lost", "missing")
 
     def __init__(self) -> None:
         self.exp_ns: int | None = None  # next N(S) expected from this sender
@@ -657,8 +663,7 @@ class Iec104Analyzer(FramedStreamAnalyzer):
         latency = None
         if name.endswith("_act"):
             direction = REQUEST
-            if len(self._u_pending) < 16:
-                self._u_pending[(from_client, c0)] = ts
+            self._u_pending[(from_client, c0)] = ts  # at most 6 keys: (side, act octet)
         else:
             direction = RESPONSE
             t0 = self._u_pending.pop((not from_client, (c0 >> 1) | 0x03), None)
