@@ -123,7 +123,7 @@ class OutputsConfig(_Model):
         1.0, ge=0, description="wall-clock seconds after which a partial batch is written anyway (live capture)"
     )
     context_events: int = Field(
-        5, ge=0, le=1000, description="events of the same flow stored before and after each alert (evidence context)"
+        3, ge=0, le=1000, description="events of the same flow stored before and after each alert (evidence context)"
     )
     sqlite_synchronous: str = Field(
         "NORMAL",
@@ -132,10 +132,63 @@ class OutputsConfig(_Model):
     )
 
 
+class LinkageConfig(_Model):
+    """Reporting incidents to the provincial platform and fetching its advisories (alerts/outbox.py,
+    alerts/forwarder.py; protocol and redaction in docs/linkage.md). The enterprise id, site and sensor
+    name come from the `sensor` section. The HMAC secret is never written in this file: it is read
+    from the environment variable named by `secret_env`, or from `secret_file`."""
+
+    enabled: bool = Field(False, description="queue incidents for the province and run the delivery worker")
+    url: str = Field("", description="base URL of the provincial platform, e.g. https://soc.province.example (HTTPS in production)")
+    key_id: str = Field("", description="this enterprise's credential key id (from `icswatch province credential issue`)")
+    secret_env: str = Field("ICSWATCH_LINKAGE_SECRET", description="environment variable holding the HMAC secret")
+    secret_file: str | None = Field(None, description="file holding the HMAC secret (mode 0600), when the variable is unset")
+    ca_file: str | None = Field(None, description="CA bundle to verify the platform's TLS certificate; unset = system CAs")
+    timeout: float = Field(10.0, gt=0, le=300, description="seconds to wait for the platform per request")
+    outbox: str = Field("var/linkage-outbox.db", description="SQLite outbox: reports wait here until the platform accepted them")
+    auto_report: bool = Field(True, description="queue incidents at report_min_level or graver without an analyst")
+    report_min_level: int = Field(
+        3, ge=1, le=4, description="national level reported automatically: 3 = 较大 and graver (the mandatory ones), 4 = all, 1 = 特别重大 only"
+    )
+    retry_base: float = Field(1.0, gt=0, le=3600, description="first retry delay in seconds (doubles per attempt, with jitter)")
+    retry_max: float = Field(300.0, gt=0, le=86400, description="longest retry delay in seconds (Retry-After may ask for more)")
+    poll_seconds: float = Field(2.0, gt=0, le=3600, description="how often the idle worker looks at the outbox")
+    advisory_poll_seconds: float = Field(300.0, ge=10, description="how often advisories are fetched from the platform")
+    redact_values: bool = Field(True, description="drop process values (register contents, written values) from reports")
+    redact_networks: list[str] = Field(
+        default_factory=lambda: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16", "fc00::/7", "fe80::/10"],
+        description="CIDRs of internal addresses; addresses inside are masked per redact_addresses, others are sent as they are",
+    )
+    redact_addresses: str = Field(
+        "pseudonym",
+        pattern="^(pseudonym|prefix|keep)$",
+        description="internal addresses become a keyed pseudonym (int-3fa9c1d2e07b), their subnet (prefix), or are kept",
+    )
+    redact_prefix_v4: int = Field(24, ge=0, le=32, description="subnet length shown for IPv4 with redact_addresses: prefix")
+    redact_prefix_v6: int = Field(64, ge=0, le=128, description="subnet length shown for IPv6 with redact_addresses: prefix")
+    redact_hostnames: bool = Field(True, description="drop host names (sensor name) and mask names under internal_domains")
+    internal_domains: list[str] = Field(default_factory=list, description="DNS suffixes whose names are masked in text, e.g. plant.local")
+
+    def model_post_init(self, _context: Any) -> None:
+        import ipaddress
+
+        for n in self.redact_networks:
+            try:
+                ipaddress.ip_network(n, strict=False)
+            except ValueError:
+                raise ValueError(f"redact_networks: {n!r} is not a CIDR such as 10.0.0.0/8") from None
+        if self.enabled:
+            if not self.url.startswith(("https://", "http://")):
+                raise ValueError("url: an http(s) URL of the provincial platform is needed when linkage is enabled")
+            if not self.key_id:
+                raise ValueError("key_id: needed when linkage is enabled")
+
+
 class Config(_Model):
     sensor: SensorConfig = Field(default_factory=SensorConfig)
     rules: RulesConfig = Field(default_factory=RulesConfig)
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
+    linkage: LinkageConfig = Field(default_factory=LinkageConfig)
 
 
 def _format_error(source: str, err: ValidationError) -> str:

@@ -20,6 +20,21 @@ it is up to date.
 """
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _relative(value: object) -> object:
+    """Absolute paths inside the repository are shown relative to it (the doc must not name a machine)."""
+    if isinstance(value, list):
+        return [_relative(v) for v in value]
+    if isinstance(value, str) and Path(value).is_absolute():
+        try:
+            return Path(value).relative_to(REPO).as_posix()
+        except ValueError:
+            return value
+    return value
+
+
 def render() -> str:
     lines = [HEADER]
     for name, field in Config.model_fields.items():
@@ -31,11 +46,7 @@ def render() -> str:
             lines.append(doc + "\n")
         lines.append("| key | default | meaning |\n|---|---|---|")
         for key, f in model.model_fields.items():
-            default = f.get_default(call_default_factory=True)
-            if isinstance(default, str) and "/" in default and Path(default).is_absolute():
-                default = "<repo>/" + Path(default).name
-            if isinstance(default, list):
-                default = [("<repo>/" + Path(d).name) if isinstance(d, str) and Path(d).is_absolute() else d for d in default]
+            default = _relative(f.get_default(call_default_factory=True))
             lines.append(f"| `{name}.{key}` | `{default!r}` | {f.description or ''} |")
     return "\n".join(lines) + "\n"
 

@@ -1,0 +1,432 @@
+"""RuleEngine: the Detector that runs the YAML rules over IcsEvents.
+
+Per event the cost is one dict lookup that finds the rules which can match an event of that
+(protocol, direction, category, function code, result), then one generated function call per such rule (compiler.py).
+Everything stateful (new, threshold, suppression) runs only after a rule's condition matched.
+
+A rule that raises at run time (a protocol put something unexpected in ``fields``) is counted in
+``errors`` and skipped for that event; it never stops the other rules or the sensor.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from alerts.records import Alert, alert_id
+from detectors.rules.attack import tactic_order, technique_name, technique_tactics
+from detectors.rules.compiler import INDEXED_FIELDS, Compiled, CompileError, build_step, compile_rule
+from detectors.rules.fields import event_value
+from detectors.rules.lists import IpMatcher, ListError, NamedLists
+from detectors.rules.loader import RuleSet, load_rules
+from detectors.rules.schema import Problem, Rule
+from detectors.rules.state import FirstSeenState, SuppressState, ThresholdState
+from sensor.events import IcsEvent
+
+log = logging.getLogger(__name__)
+
+SWEEP_EVERY = 60.0  # seconds of capture time between sweeps of stale threshold/suppression state
+MAX_INDEX_KEYS = 65536  # (protocol, direction, category, function) keys cached; far above what protocols produce
+
+
+@dataclass
+class EngineSettings:
+    """The knobs the engine reads (``RulesConfig`` has the same names)."""
+
+    default_suppress: float = 60.0
+    learn_seconds: float = 300.0
+    max_state: int = 10_000
+    max_new_values: int = 4096
+    max_evidence: int = 10
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> EngineSettings:
+        if cfg is None:
+            return cls()
+        return cls(**{k: getattr(cfg, k) for k in cls.__dataclass_fields__ if hasattr(cfg, k)})
+
+
+class CompiledRule:
+    """A rule ready to run: its match function, its state, and how it builds alerts."""
+
+    __slots__ = (
+        "alerts",
+        "asset",
+        "compiled",
+        "drop",
+        "errors",
+        "match",
+        "max_evidence",
+        "new",
+        "rule",
+        "seq",
+        "step",
+        "suppress",
+        "tactics",
+        "technique_names",
+        "threshold",
+    )
+
+    def __init__(
+        self,
+        rule: Rule,
+        compiled: Compiled,
+        settings: EngineSettings,
+        drop: Callable[[Alert], bool] | None = None,
+    ) -> None:
+        self.rule = rule
+        self.compiled = compiled
+        self.match = compiled.match
+        th = rule.threshold
+        self.threshold = (
+            ThresholdState(th.count, th.within, compiled.group_key, compiled.distinct_key, settings.max_state)  # type: ignore[arg-type]
+            if th is not None
+            else None
+        )
+        nw = rule.new
+        self.new = (
+            FirstSeenState(
+                compiled.new_value,  # type: ignore[arg-type]
+                compiled.new_per,  # type: ignore[arg-type]
+                compiled.new_known,
+                nw.learn if nw.learn is not None else settings.learn_seconds,
+                settings.max_state,
+                settings.max_new_values,
+            )
+            if nw is not None
+            else None
+        )
+        seconds = rule.suppress.seconds if rule.suppress is not None else settings.default_suppress
+        self.suppress = SuppressState(seconds, compiled.suppress_key, settings.max_state)  # type: ignore[arg-type]
+        self.asset = compiled.asset
+        self.drop = drop  # the engine's standing (config) suppressions
+        self.step = build_step(compiled, rule, self.threshold, self.new, self.finish)
+        self.seq = 0
+        self.alerts = 0
+        self.errors = 0
+        self.technique_names = tuple(technique_name(t) for t in rule.techniques)
+        tactics: list[str] = []
+        for t in rule.techniques:
+            for tac in technique_tactics(t):
+                if tac not in tactics:
+                    tactics.append(tac)
+        self.tactics = tuple(sorted(tactics, key=tactic_order))
+        self.max_evidence = settings.max_evidence
+
+    @property
+    def id(self) -> str:
+        return self.rule.id
+
+    def fire(self, event: IcsEvent) -> Alert | None:
+        """Run the rule on one event (condition, new, threshold, suppression): the alert or None.
+
+        The engine calls ``step`` (the same thing, generated) only for events of the rule's index
+        bucket; ``fire`` checks the whole condition first, so it accepts any event.
+        """
+        full = self.compiled.full_match
+        if full is not None and not full(event):
+            return None
+        if self.new is not None:
+            self.new.start(event.ts)
+        return self.step(event)
+
+    def finish(self, event: IcsEvent, evidence: tuple[IcsEvent, ...]) -> Alert | None:
+        """The rule fired on ``event``: apply suppression, then build the alert."""
+        if self.suppress.check(event):
+            return None
+        alert = self.build(event, evidence)
+        if self.drop is not None and self.drop(alert):
+            return None
+        return alert
+
+    def build(self, event: IcsEvent, evidence: tuple[IcsEvent, ...]) -> Alert:
+        rule = self.rule
+        extra: dict[str, Any] = {}
+        if rule.new is not None:
+            extra["new"] = {name: event_value(event, name) for name in rule.new.value}
+        self.seq += 1
+        self.alerts += 1
+        first = evidence[0]
+        first_ts = first.ts
+        count = len(evidence)
+        keep = self.max_evidence
+        if count > keep:  # the first and the last events tell the story; the count says how many
+            head = keep // 2
+            evidence = evidence[:head] + evidence[count - (keep - head) :]
+        group = None
+        th = rule.threshold
+        if th is not None:
+            group = {name: event_value(event, name) for name in th.group_by}
+            extra["threshold"] = {"count": th.count, "within": th.within}
+            count = th.count  # events counted (the evidence keeps the last ones)
+            first_ts = self.threshold.fired_start  # type: ignore[union-attr]
+            if th.distinct:
+                extra["threshold"]["distinct"] = th.distinct
+                extra["threshold"]["distinct_values"] = list(self.threshold.fired_values)  # type: ignore[union-attr]
+                count = len(extra["threshold"]["distinct_values"])  # values counted, not events kept
+        if rule.new is not None:
+            group = dict(group or {}, **{name: event_value(event, name) for name in rule.new.per})
+        return Alert(
+            id=alert_id(rule.id, first, self.seq),
+            ts=event.ts,
+            rule_id=rule.id,
+            rule_name=rule.title,
+            severity=rule.severity,
+            techniques=rule.techniques,
+            technique_names=self.technique_names,
+            tactics=self.tactics,
+            description=rule.description,
+            references=rule.references,
+            detector="rules",
+            protocol=event.protocol,
+            transport=event.transport,
+            src=event.src,
+            sport=event.sport,
+            dst=event.dst,
+            dport=event.dport,
+            asset=str(self.asset(event)) if self.asset is not None else event.dst,
+            first_ts=first_ts,
+            count=count,
+            events=tuple(evidence),
+            group=group,
+            flow_id=event.flow_id,
+            extra=extra,
+        )
+
+    def sweep(self, now: float) -> None:
+        if self.threshold is not None:
+            self.threshold.sweep(now)
+        self.suppress.sweep(now)
+
+    def stats(self) -> dict[str, int]:
+        out = {"alerts": self.alerts, "errors": self.errors, "suppressed": self.suppress.suppressed}
+        evicted = self.suppress.evicted
+        if self.threshold is not None:
+            evicted += self.threshold.evicted
+        if self.new is not None:
+            evicted += self.new.evicted
+            out["new_capped"] = self.new.capped
+        out["evicted"] = evicted
+        return out
+
+
+class _StandingSuppression:
+    """A ``rules.suppress`` entry from the config, compiled."""
+
+    def __init__(self, entry: Any, lists: NamedLists) -> None:
+        self.rule = entry.rule
+        self.src = self._matcher(entry.src, lists)
+        self.dst = self._matcher(entry.dst, lists)
+        self.until = entry.expires()
+        self.hits = 0
+
+    @staticmethod
+    def _matcher(value: str | None, lists: NamedLists) -> IpMatcher | None:
+        if not value:
+            return None
+        if value.startswith("@"):
+            name = value[1:]
+            if name not in lists:
+                raise ListError(f"rules.suppress: unknown list {name!r}")
+            return lists.ip_matcher(name)
+        from detectors.rules.lists import parse_network
+
+        try:
+            return IpMatcher([parse_network(value)])
+        except ValueError:
+            raise ListError(f"rules.suppress: {value!r} is not an IP address, CIDR network or @list") from None
+
+    def drops(self, alert: Alert) -> bool:
+        if self.until is not None and alert.ts >= self.until:
+            return False
+        if not fnmatch.fnmatchcase(alert.rule_id, self.rule):
+            return False
+        if self.src is not None and not self.src[alert.src]:
+            return False
+        if self.dst is not None and not self.dst[alert.dst]:
+            return False
+        self.hits += 1
+        return True
+
+
+class RuleEngine:
+    """Runs compiled rules; implements the Detector interface (observe / tick / flush)."""
+
+    name = "rules"
+
+    def __init__(
+        self,
+        rules: Iterable[Rule],
+        lists: NamedLists | None = None,
+        settings: EngineSettings | None = None,
+        *,
+        problems: Iterable[Problem] = (),
+        disabled: Iterable[str] = (),
+        suppressions: Iterable[Any] = (),
+    ) -> None:
+        self.lists = lists or NamedLists()
+        self.settings = settings or EngineSettings()
+        self.problems: list[Problem] = list(problems)
+        self.standing: list[_StandingSuppression] = []  # filled below; rules call _standing_drop
+        self.rules: list[CompiledRule] = []  # every rule that compiled, enabled or not
+        self.disabled_ids: set[str] = set()
+        patterns = list(disabled)
+        for rule in rules:
+            try:
+                compiled = compile_rule(rule, self.lists)
+            except CompileError as exc:
+                self.problems.append(Problem(rule.path, exc.line or rule.line, rule.id, exc.message))
+                continue
+            except Exception as exc:  # a compiler bug must not take the other rules down
+                log.exception("rule %s failed to compile", rule.id)
+                self.problems.append(Problem(rule.path, rule.line, rule.id, f"internal error while compiling: {exc}"))
+                continue
+            try:
+                cr = CompiledRule(rule, compiled, self.settings, self._standing_drop)
+            except Exception as exc:  # a generator bug must not take the other rules down
+                log.exception("rule %s failed to build", rule.id)
+                self.problems.append(Problem(rule.path, rule.line, rule.id, f"internal error while compiling: {exc}"))
+                continue
+            self.rules.append(cr)
+            if not rule.enabled or any(fnmatch.fnmatchcase(rule.id, p) for p in patterns):
+                self.disabled_ids.add(rule.id)
+        self.active: list[CompiledRule] = [r for r in self.rules if r.id not in self.disabled_ids]
+        for entry in suppressions:
+            try:
+                self.standing.append(_StandingSuppression(entry, self.lists))
+            except ListError as exc:
+                self.problems.append(Problem("config", 0, None, str(exc)))
+        self._index: dict[tuple[str, str, str, int, str], tuple[Callable[[IcsEvent], Alert | None], ...]] = {}
+        self._started = False
+        self._next_sweep: float | None = None
+        self.suppressed_by_config = 0
+        self.files: list[str] = []
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_ruleset(cls, ruleset: RuleSet, lists: NamedLists | None = None, settings: EngineSettings | None = None, **kw: Any) -> RuleEngine:
+        return cls(ruleset.rules, lists, settings, problems=ruleset.problems, **kw)
+
+    @classmethod
+    def from_config(cls, rules_config: Any) -> RuleEngine:
+        """Load lists and rule files as ``rules_config`` (icswatch.config.RulesConfig) says."""
+        problems: list[Problem] = []
+        try:
+            lists = NamedLists.from_config(rules_config.lists, rules_config.lists_file or None)
+        except ListError as exc:
+            problems.append(Problem(str(rules_config.lists_file), 0, None, str(exc)))
+            lists = NamedLists.from_config(rules_config.lists, None)
+        ruleset = load_rules(rules_config.paths, lists)
+        engine = cls(
+            ruleset.rules,
+            lists,
+            EngineSettings.from_config(rules_config),
+            problems=problems + ruleset.problems,
+            disabled=rules_config.disabled,
+            suppressions=rules_config.suppress,
+        )
+        engine.files = ruleset.files
+        return engine
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if not p.warning]
+
+    def rule(self, rule_id: str) -> CompiledRule | None:
+        for r in self.rules:
+            if r.id == rule_id:
+                return r
+        return None
+
+    # -- the hot path -------------------------------------------------------------------------
+    def _bucket(self, event: IcsEvent) -> tuple[Callable[[IcsEvent], Alert | None], ...]:
+        """The rules an event of this (protocol, direction, category, function, result) can match (cached)."""
+        if not self._started:  # the first event: learning periods start now
+            self._started = True
+            for r in self.active:
+                if r.new is not None:
+                    r.new.start(event.ts)
+        key = (event.protocol, event.direction, event.category, event.function, event.result)
+        out = []
+        for r in self.active:
+            idx = r.compiled.index
+            if all(idx[f] is None or v in idx[f] for f, v in zip(INDEXED_FIELDS, key)):  # type: ignore[operator]
+                out.append(r.step)
+        bucket = tuple(out)
+        if len(self._index) >= MAX_INDEX_KEYS:
+            self._index.clear()
+        self._index[key] = bucket
+        return bucket
+
+    def observe(self, event: IcsEvent) -> list[Alert]:
+        """The alerts ``event`` raises (usually none)."""
+        bucket = self._index.get((event.protocol, event.direction, event.category, event.function, event.result))
+        if bucket is None:
+            bucket = self._bucket(event)
+        out = None
+        try:
+            for step in bucket:
+                alert = step(event)
+                if alert is not None:
+                    if out is None:
+                        out = [alert]
+                    else:
+                        out.append(alert)
+        except Exception:  # noqa: BLE001 - one rule's surprise must not stop the others
+            return self._resume(event, bucket, step, out or [])
+        return out if out is not None else []
+
+    def _resume(self, event: IcsEvent, bucket: tuple[Any, ...], failed: Any, out: list[Alert]) -> list[Alert]:
+        """A rule raised: count it, then run the rules after it one by one."""
+        self._failed(failed, event)
+        for step in bucket[bucket.index(failed) + 1 :]:
+            try:
+                alert = step(event)
+            except Exception:  # noqa: BLE001
+                self._failed(step, event)
+                continue
+            if alert is not None:
+                out.append(alert)
+        return out
+
+    def _failed(self, step: Any, event: IcsEvent) -> None:
+        for r in self.active:
+            if r.step is step:
+                r.errors += 1
+                if r.errors == 1:
+                    log.exception("rule %s failed on event %s", r.id, event.id)
+                return
+
+    def _standing_drop(self, alert: Alert) -> bool:
+        if not self.standing:
+            return False
+        for s in self.standing:
+            if s.drops(alert):
+                self.suppressed_by_config += 1
+                return True
+        return False
+
+    def tick(self, ts: float) -> list[Alert]:
+        nxt = self._next_sweep
+        if nxt is None or ts >= nxt or ts < nxt - 2 * SWEEP_EVERY:
+            self._next_sweep = ts + SWEEP_EVERY
+            if nxt is not None:
+                for r in self.active:
+                    r.sweep(ts)
+        return []
+
+    def flush(self) -> list[Alert]:
+        """End of input. Partly filled threshold windows do not fire: a threshold is a threshold."""
+        return []
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "rules": len(self.rules),
+            "active": len(self.active),
+            "load_errors": len(self.errors),
+            "suppressed_by_config": self.suppressed_by_config,
+            "per_rule": {r.id: r.stats() for r in self.rules},
+        }
