@@ -404,6 +404,12 @@ def build_alerting(
         path = alerts_out or oc.alerts_out
         if path:
             outs.append(EcsJsonlWriter(path))
+        linkage = getattr(config, "linkage", None)
+        if linkage is not None and linkage.enabled:
+            # incidents that reach the reporting level are queued (redacted) for the provincial platform
+            from alerts.outbox import OutboxWriter
+
+            outs.append(OutboxWriter.from_config(config))
     return AlertingRuntime(
         dets,
         grouper,

@@ -139,24 +139,51 @@ class LinkageConfig(_Model):
     from the environment variable named by `secret_env`, or from `secret_file`."""
 
     enabled: bool = Field(False, description="queue incidents for the province and run the delivery worker")
-    url: str = Field("", description="base URL of the provincial platform, e.g. https://soc.province.example (HTTPS in production)")
-    key_id: str = Field("", description="this enterprise's credential key id (from `icswatch province credential issue`)")
+    url: str = Field(
+        "", description="base URL of the provincial platform, e.g. https://soc.province.example (HTTPS in production)"
+    )
+    key_id: str = Field(
+        "", description="this enterprise's credential key id (from `icswatch province credential issue`)"
+    )
     secret_env: str = Field("ICSWATCH_LINKAGE_SECRET", description="environment variable holding the HMAC secret")
-    secret_file: str | None = Field(None, description="file holding the HMAC secret (mode 0600), when the variable is unset")
-    ca_file: str | None = Field(None, description="CA bundle to verify the platform's TLS certificate; unset = system CAs")
+    secret_file: str | None = Field(
+        None, description="file holding the HMAC secret (mode 0600), when the variable is unset"
+    )
+    ca_file: str | None = Field(
+        None, description="CA bundle to verify the platform's TLS certificate; unset = system CAs"
+    )
     timeout: float = Field(10.0, gt=0, le=300, description="seconds to wait for the platform per request")
-    outbox: str = Field("var/linkage-outbox.db", description="SQLite outbox: reports wait here until the platform accepted them")
+    outbox: str = Field(
+        "var/linkage-outbox.db", description="SQLite outbox: reports wait here until the platform accepted them"
+    )
     auto_report: bool = Field(True, description="queue incidents at report_min_level or graver without an analyst")
     report_min_level: int = Field(
-        3, ge=1, le=4, description="national level reported automatically: 3 = 较大 and graver (the mandatory ones), 4 = all, 1 = 特别重大 only"
+        3,
+        ge=1,
+        le=4,
+        description="national level reported automatically: 3 = 较大 and graver (the mandatory ones), 4 = all, 1 = 特别重大 only",
     )
-    retry_base: float = Field(1.0, gt=0, le=3600, description="first retry delay in seconds (doubles per attempt, with jitter)")
-    retry_max: float = Field(300.0, gt=0, le=86400, description="longest retry delay in seconds (Retry-After may ask for more)")
+    retry_base: float = Field(
+        1.0, gt=0, le=3600, description="first retry delay in seconds (doubles per attempt, with jitter)"
+    )
+    retry_max: float = Field(
+        300.0, gt=0, le=86400, description="longest retry delay in seconds (Retry-After may ask for more)"
+    )
     poll_seconds: float = Field(2.0, gt=0, le=3600, description="how often the idle worker looks at the outbox")
     advisory_poll_seconds: float = Field(300.0, ge=10, description="how often advisories are fetched from the platform")
-    redact_values: bool = Field(True, description="drop process values (register contents, written values) from reports")
+    redact_values: bool = Field(
+        True, description="drop process values (register contents, written values) from reports"
+    )
     redact_networks: list[str] = Field(
-        default_factory=lambda: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16", "fc00::/7", "fe80::/10"],
+        default_factory=lambda: [
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "100.64.0.0/10",
+            "169.254.0.0/16",
+            "fc00::/7",
+            "fe80::/10",
+        ],
         description="CIDRs of internal addresses; addresses inside are masked per redact_addresses, others are sent as they are",
     )
     redact_addresses: str = Field(
@@ -164,10 +191,18 @@ class LinkageConfig(_Model):
         pattern="^(pseudonym|prefix|keep)$",
         description="internal addresses become a keyed pseudonym (int-3fa9c1d2e07b), their subnet (prefix), or are kept",
     )
-    redact_prefix_v4: int = Field(24, ge=0, le=32, description="subnet length shown for IPv4 with redact_addresses: prefix")
-    redact_prefix_v6: int = Field(64, ge=0, le=128, description="subnet length shown for IPv6 with redact_addresses: prefix")
-    redact_hostnames: bool = Field(True, description="drop host names (sensor name) and mask names under internal_domains")
-    internal_domains: list[str] = Field(default_factory=list, description="DNS suffixes whose names are masked in text, e.g. plant.local")
+    redact_prefix_v4: int = Field(
+        24, ge=0, le=32, description="subnet length shown for IPv4 with redact_addresses: prefix"
+    )
+    redact_prefix_v6: int = Field(
+        64, ge=0, le=128, description="subnet length shown for IPv6 with redact_addresses: prefix"
+    )
+    redact_hostnames: bool = Field(
+        True, description="drop host names (sensor name) and mask names under internal_domains"
+    )
+    internal_domains: list[str] = Field(
+        default_factory=list, description="DNS suffixes whose names are masked in text, e.g. plant.local"
+    )
 
     def model_post_init(self, _context: Any) -> None:
         import ipaddress
@@ -184,11 +219,102 @@ class LinkageConfig(_Model):
                 raise ValueError("key_id: needed when linkage is enabled")
 
 
+class ApiConfig(_Model):
+    """The enterprise SOC API and dashboard (`icswatch serve`, api/enterprise; routes and roles in
+    docs/api.md). It reads the alert store named by `outputs.sqlite`; its own state (API tokens, the
+    audit log, comments, assignments, rule switches, upload jobs) lives in `state_db`."""
+
+    host: str = Field("127.0.0.1", description="address to listen on (loopback by default; put TLS or a proxy in front before opening it)")
+    port: int = Field(8500, ge=1, le=65535, description="TCP port")
+    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes (rate limits are per process)")
+    ssl_certfile: str | None = Field(None, description="PEM certificate: serve HTTPS (with ssl_keyfile)")
+    ssl_keyfile: str | None = Field(None, description="PEM private key of ssl_certfile")
+    state_db: str = Field("var/icswatch-api.db", description="SQLite file of the API's own state: hashed tokens, audit log, annotations, jobs")
+    upload_dir: str = Field("var/uploads", description="where uploaded captures and their replay datasets are kept (server-chosen names)")
+    upload_max_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024, le=16 * 1024**3, description="largest capture accepted by upload (413 beyond)"
+    )
+    max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024**2, description="largest JSON request body (413 beyond)")
+    max_jobs: int = Field(8, ge=1, le=1000, description="replay jobs queued or running at once (429 beyond)")
+    keep_jobs: int = Field(50, ge=1, le=10_000, description="finished jobs kept with their files; the oldest are deleted")
+    job_timeout: float = Field(3600.0, gt=0, description="seconds a replay job may run before it is stopped")
+    cors_origins: list[str] = Field(
+        default_factory=list, description="origins allowed to call the API from a browser (exact, e.g. https://soc.example); none = same origin only"
+    )
+    rate_limit: float = Field(50.0, ge=0, description="requests per second allowed per token (or per address without one); 0 = no limit")
+    rate_burst: int = Field(200, ge=1, description="requests allowed at once above the rate (token bucket size)")
+    baseline: str | None = Field(None, description="baseline YAML shown by /api/v1/baseline and changed by false-positive acceptance")
+    sensor_stats: list[str] = Field(
+        default_factory=list, description="`icswatch sniff --stats-json` files of the running sensors (status and counters)"
+    )
+    sensor_stale_seconds: float = Field(180.0, gt=0, description="a sensor whose stats file is older than this is reported stale")
+    metrics_public: bool = Field(False, description="serve /metrics without a token (for a scraper on a trusted network)")
+
+    def model_post_init(self, _context: Any) -> None:
+        if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
+            raise ValueError("ssl_certfile and ssl_keyfile: give both (HTTPS) or neither (HTTP)")
+        for origin in self.cors_origins:
+            if origin == "*" or not origin.startswith(("https://", "http://")):
+                raise ValueError(f"cors_origins: {origin!r} is not an origin such as https://soc.example (no wildcard)")
+
+
+class ElasticsearchConfig(_Model):
+    """The Elasticsearch output and store (alerts/es_sink.py, alerts/es_store.py; guide in
+    docs/elasticsearch.md). Off until a URL is given: `urls` here, `--es-url URL` on the command line, or
+    the ICSWATCH_ES_URL environment variable (comma-separated for several nodes; used when `urls` is not
+    set in the file). Secrets never go in this file: the API key and the password are read from the
+    environment variables named by `api_key_env` and `password_env`."""
+
+    urls: list[str] = Field(default_factory=list, description="node URLs, e.g. https://es1.plant.local:9200; empty = off")
+    api_key_env: str = Field("ICSWATCH_ES_API_KEY", description="environment variable holding an API key (base64 id:key)")
+    username: str = Field("", description="user for basic authentication (when no API key is set)")
+    password_env: str = Field("ICSWATCH_ES_PASSWORD", description="environment variable holding that user's password")
+    ca_file: str | None = Field(None, description="CA bundle (PEM) to verify the cluster's TLS certificate; unset = system CAs")
+    verify_certs: bool = Field(True, description="verify the TLS certificate (switch off only on a lab cluster)")
+    index_prefix: str = Field(
+        "icswatch",
+        pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$",
+        description="indices are <prefix>-alerts-YYYY.MM.DD, -incidents-, -events-, -context-, read through <prefix>-alerts ...",
+    )
+    incidents: bool = Field(True, description="index incidents (upserted as they grow)")
+    context: bool = Field(True, description="index each alert's context events (the flow's events before and after it)")
+    events: str = Field("off", pattern="^(off|sampled|all)$", description="index ICS events too: off, sampled (one in events_sample) or all")
+    events_sample: int = Field(100, ge=1, description="with events: sampled, one event in this many is indexed")
+    bulk_max_docs: int = Field(1000, ge=1, le=100_000, description="documents per bulk request at most")
+    bulk_max_bytes: int = Field(5_000_000, ge=10_000, description="bytes per bulk request at most")
+    flush_seconds: float = Field(1.0, gt=0, le=300, description="a partial bulk is sent this long after its first document")
+    queue_max_mb: int = Field(64, ge=1, description="documents waiting in memory beyond which they spill to the spool")
+    timeout: float = Field(10.0, gt=0, le=300, description="seconds to wait for one request")
+    retries: int = Field(3, ge=0, le=20, description="retries of a failed bulk (backoff) before its documents go to the spool")
+    retry_base: float = Field(0.5, gt=0, le=60, description="first retry delay in seconds (doubles per attempt, with jitter)")
+    retry_max: float = Field(30.0, gt=0, le=3600, description="longest delay between two attempts while the cluster is down")
+    spool: str = Field("var/es-spool.db", description="durable spool (SQLite) for documents the cluster could not take yet")
+    spool_max_mb: int = Field(512, ge=1, description="spool bound; when full the oldest documents are dropped (counted, logged)")
+    close_timeout: float = Field(15.0, ge=0, le=3600, description="seconds a run's end waits for delivery; the rest stays spooled")
+    install_templates: bool = Field(True, description="install the index templates on first contact (else: `icswatch es init`)")
+    shards: int = Field(1, ge=1, le=1024, description="primary shards of each daily index")
+    replicas: int | None = Field(None, ge=0, description="replicas of each daily index; unset = the cluster's default")
+    ilm_policy: str = Field("", description="ILM policy name put in the index settings (the policy must exist); empty = none")
+    compress: bool = Field(False, description="gzip request bodies (less bandwidth, more CPU)")
+
+    def model_post_init(self, _context: Any) -> None:
+        import os
+
+        if "urls" not in self.model_fields_set and os.environ.get("ICSWATCH_ES_URL"):
+            raw = os.environ["ICSWATCH_ES_URL"].replace(" ", ",")
+            self.urls = [u for u in (x.strip() for x in raw.split(",")) if u]
+        for u in self.urls:
+            if not u.startswith(("http://", "https://")):
+                raise ValueError(f"urls: {u!r} is not an http(s) URL such as https://es.plant.local:9200")
+
+
 class Config(_Model):
     sensor: SensorConfig = Field(default_factory=SensorConfig)
     rules: RulesConfig = Field(default_factory=RulesConfig)
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
     linkage: LinkageConfig = Field(default_factory=LinkageConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    elasticsearch: ElasticsearchConfig = Field(default_factory=ElasticsearchConfig)
 
 
 def _format_error(source: str, err: ValidationError) -> str:

@@ -1,0 +1,1 @@
+"""One router per resource (STYLE.md): each module exports ``router``."""
