@@ -22,7 +22,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Callable, Any
 
 from alerts.incidents import LEVEL_NAMES_EN, IncidentGrouper
 from alerts.records import Alert, Incident, Observer, iso_time
@@ -202,12 +202,38 @@ class AlertingRuntime:
         self._closed = False
         if context_events <= 0:
             self._ring = deque(maxlen=1)
+        # Called with every accepted alert before it is grouped and stored (live evidence capture
+        # writes the alert's packets and records the file in ``alert.extra``).
+        self.alert_hooks: list[Callable[[Alert], None]] = []
+        self._bind_observers()
+
+    def _bind_observers(self) -> None:
+        self._observers = tuple(d.observe for d in self.detectors)
         # The one-detector case (the default): a closure with everything bound, no loop.
         if len(self._observers) == 1:
-            self.on_event = self._single_detector_path()  # type: ignore[method-assign]
+            self._dispatch = self._single_detector_path()
+        else:
+            self._dispatch = self._multi_detector_path
+
+    def on_event(self, event: IcsEvent) -> None:
+        """The pipeline's event sink. Stable across ``replace_detectors`` (the pipeline keeps this
+        bound method), dispatching to the path built for the current detectors."""
+        self._dispatch(event)
+
+    def add_alert_hook(self, hook: Callable[[Alert], None]) -> None:
+        self.alert_hooks.append(hook)
+
+    def replace_detectors(self, detectors: Iterable[Detector]) -> None:
+        """Swap the detectors (SIGHUP reload): the old ones are flushed first, so nothing pending is lost."""
+        for d in self.detectors:
+            alerts = d.flush()
+            if alerts:
+                self._accept(alerts)
+        self.detectors = list(detectors)
+        self._bind_observers()
 
     # -- the hot path --------------------------------------------------------------------------
-    def on_event(self, event: IcsEvent) -> None:
+    def _multi_detector_path(self, event: IcsEvent) -> None:
         self._ring.append(event)
         if self._after and event.flow_id in self._after:
             self._watch_after(event)
@@ -248,6 +274,11 @@ class AlertingRuntime:
         batch = self._batch
         summary = self.summary
         for a in alerts:
+            for hook in self.alert_hooks:
+                try:
+                    hook(a)
+                except Exception as exc:  # noqa: BLE001 - a hook (evidence writer) must not lose the alert
+                    self.summary.problems.append(f"alert hook failed: {exc}")
             inc = self.grouper.add(a)
             self._dirty[inc.id] = inc
             summary.incidents[inc.id] = inc

@@ -62,12 +62,17 @@ def summary_dict(pipeline: Pipeline, results: list[FileResult], elapsed: float, 
 
 
 def print_summary(
-    console: Console, pipeline: Pipeline, results: list[FileResult], elapsed: float, alerts: Any = None
+    console: Console,
+    pipeline: Pipeline,
+    results: list[FileResult],
+    elapsed: float,
+    alerts: Any = None,
+    title: str = "icswatch replay",
 ) -> None:
     data = summary_dict(pipeline, results, elapsed, alerts)
     rate = f"{data['packets_per_second']:,} pkt/s" if data["packets_per_second"] else "-"
     console.print(
-        f"[bold]icswatch replay[/]: {data['files']} file(s), {data['packets']:,} packets, "
+        f"[bold]{title}[/]: {data['files']} file(s), {data['packets']:,} packets, "
         f"{data['bytes'] / 1e6:,.1f} MB, {data['events']:,} ICS events in {elapsed:.2f} s ({rate})"
     )
     if data["protocols"]:

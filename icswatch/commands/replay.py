@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("inputs", nargs="+", metavar="FILE|DIR")
     add_common_options(p)
+    from icswatch.commands.sniff import add_evidence_options
+
+    add_evidence_options(p)
     p.set_defaults(func=run)
 
 
@@ -116,6 +119,10 @@ def run(args: argparse.Namespace) -> int:
     writer = EventWriter(cfg.outputs.events) if cfg.outputs.events else None
     on_event = _chain(writer, alerting.on_event if alerting else None)
     pipeline = Pipeline(cfg.sensor, on_event=on_event, on_tick=alerting.on_tick if alerting else None)
+    from icswatch.commands.sniff import enable_evidence, evidence_options_from_args
+
+    evidence_opts = evidence_options_from_args(args)
+    recorder = enable_evidence(pipeline, alerting, evidence_opts) if evidence_opts and alerting else None
 
     results: list[FileResult] = []
     damaged = False
@@ -161,6 +168,8 @@ def run(args: argparse.Namespace) -> int:
                     )
     finally:
         summary_alerts = alerting.close() if alerting else None
+        if recorder is not None:
+            recorder.close()
         if writer:
             writer.close()
     elapsed = time.perf_counter() - started
