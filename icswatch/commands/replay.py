@@ -47,8 +47,20 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rules", action="append", metavar="PATH", help="rule file or folder (repeatable)")
     p.add_argument("--no-rules", action="store_true", help="run without the rule engine")
     p.add_argument("--max-flows", type=int, help="flow table cap (sensor.max_flows)")
+    p.add_argument("--baseline", metavar="FILE.yaml", help="protect mode: alert on departures from this learned baseline")
+    p.add_argument("--no-assets", action="store_true", help="do not update the asset inventory in the SQLite store")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
     p.add_argument("--json-summary", metavar="FILE", help="write the end summary as JSON")
+
+
+def extra_detectors(args: argparse.Namespace) -> list[Any]:
+    """Detectors beyond the rules, from the command line: ``--baseline`` (protect mode)."""
+    detectors: list[Any] = []
+    if getattr(args, "baseline", None):
+        from detectors.baseline import BaselineDetector
+
+        detectors.append(BaselineDetector.from_file(args.baseline))
+    return detectors
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -111,13 +123,23 @@ def run(args: argparse.Namespace) -> int:
         err.print("[red]icswatch:[/] no capture files to replay")
         return 1
 
+    try:
+        detectors = extra_detectors(args)
+    except ValueError as exc:  # a baseline or model file that cannot be used: say why, in one line
+        err.print(f"[red]icswatch:[/] {exc}")
+        return 2
     alerting = None
-    if cfg.rules.enabled or cfg.outputs.sqlite or cfg.outputs.eve or args.alerts_out:
+    if cfg.rules.enabled or cfg.outputs.sqlite or cfg.outputs.eve or args.alerts_out or detectors:
         from alerts.runtime import build_alerting  # the alert half: detectors, incidents, stores, outputs
 
-        alerting = build_alerting(cfg, alerts_out=args.alerts_out)
+        alerting = build_alerting(cfg, detectors, alerts_out=args.alerts_out)
     writer = EventWriter(cfg.outputs.events) if cfg.outputs.events else None
-    on_event = _chain(writer, alerting.on_event if alerting else None)
+    inventory = None
+    if cfg.outputs.sqlite and not getattr(args, "no_assets", False):
+        from sensor.assets import AssetInventory  # passive asset discovery, saved with the alerts
+
+        inventory = AssetInventory()
+    on_event = _chain(writer, inventory.observe if inventory else None, alerting.on_event if alerting else None)
     pipeline = Pipeline(cfg.sensor, on_event=on_event, on_tick=alerting.on_tick if alerting else None)
     from icswatch.commands.sniff import enable_evidence, evidence_options_from_args
 
@@ -168,6 +190,14 @@ def run(args: argparse.Namespace) -> int:
                     )
     finally:
         summary_alerts = alerting.close() if alerting else None
+        if inventory is not None and cfg.outputs.sqlite:
+            from alerts.asset_store import AssetStore
+
+            store = AssetStore(cfg.outputs.sqlite)
+            try:
+                store.save(inventory)
+            finally:
+                store.close()
         if recorder is not None:
             recorder.close()
         if writer:
