@@ -96,7 +96,8 @@ def _has(event: Any, attrs: dict[str, Any]) -> bool:
 
 
 def test_every_default_rule_has_a_capture_script_entry_and_expectation(engine_rules: list[Any]) -> None:
-    ids = {r.id for r in engine_rules}
+    # the Modbus and cross-protocol rules; rules/<protocol>.yaml are covered by tests/test_rules_protocols.py
+    ids = {r.id for r in engine_rules if Path(r.rule.path).name in ("modbus.yaml", "network.yaml")}
     assert ids == set(gen.RULE_CAPTURES) == set(EXPECT)
 
 
