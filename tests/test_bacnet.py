@@ -170,7 +170,7 @@ def test_npdu_routing_fields():
     [ev] = h.client(req(confirmed(1, 12, read_property((ANALOG_VALUE, 3), PRESENT_VALUE)), dnet=2, dadr=b"\x07",
                         snet=5, sadr=b"\x01\x02", hop_count=250, priority=3))
     f = ev.fields
-    assert (f["dnet"], f["dadr"], f["snet"], f["sadr"], f["hop_count"], f["priority"], f["expecting_reply"]) == (
+    assert (f["dnet"], f["dadr"], f["snet"], f["sadr"], f["hop_count"], f["npdu_priority"], f["expecting_reply"]) == (
         2, "07", 5, "0102", 250, 3, True)
     [bcast] = h.client(broadcast(npdu(unconfirmed(8), dnet=0xFFFF)))
     assert bcast.fields["dnet"] == 65535 and "dadr" not in bcast.fields

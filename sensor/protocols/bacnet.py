@@ -1065,7 +1065,7 @@ class BacnetAnalyzer(Analyzer):
             return
         o += 2
         if ctrl & 0x03:
-            fields["priority"] = ctrl & 0x03
+            fields["npdu_priority"] = ctrl & 0x03  # network priority (0-3); "priority" is the write priority (1-16)
         if ctrl & 0x04:
             fields["expecting_reply"] = True
         if ctrl & 0x20:  # DNET, DLEN, DADR
