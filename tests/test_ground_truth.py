@@ -28,9 +28,20 @@ import pytest
 from conftest import TcpConv, gz, mbap, ng_epb, ng_idb, ng_shb, ng_spb, pcap_bytes, require_shared, write_file
 
 # protocol -> minimum agreement (PDUs and functions), as gt_compare.py computes it
+# (issue 2 asks 99.5% for Modbus; issue 4 asks 97% for every other protocol and 99% macro over the
+# eight: we hold each to 99%, which they all pass, so a regression shows at once)
 THRESHOLDS: dict[str, float] = {
     "modbus": 0.995,
+    "dnp3": 0.99,
+    "s7comm": 0.99,
+    "iec104": 0.99,
+    "enip": 0.99,
+    "cip": 0.99,
+    "bacnet": 0.99,
+    "opcua": 0.99,
+    "profinet_io": 0.99,
 }
+CORE = ["modbus", "dnp3", "s7comm", "iec104", "enip", "cip", "bacnet", "opcua"]
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +80,16 @@ def test_agreement_with_tshark(ours: tuple[dict[str, Any], Path], protocol: str)
     assert pdus >= minimum and funcs >= minimum, report
     assert rc == 0, report
     assert re.search(rf"^{protocol}\s", report, re.M), f"{protocol} not scored at all:\n{report}"
+
+
+def test_macro_agreement_over_the_eight_protocols(ours: tuple[dict[str, Any], Path]) -> None:
+    _out, path = ours
+    rc, report = gt_compare(path, ",".join(CORE), 0.99)
+    m = re.search(r"agreement: pdus ([\d.]+)%, functions ([\d.]+)% \(macro over (\d+) protocols\)", report)
+    assert m, report
+    assert int(m.group(3)) == len(CORE), report
+    assert float(m.group(1)) >= 99.0 and float(m.group(2)) >= 99.0, report
+    assert rc == 0, report
 
 
 def test_every_reference_capture_is_inspected(ours: tuple[dict[str, Any], Path], ground_truth: dict[str, Any]) -> None:

@@ -483,8 +483,8 @@ def service_name(code: int, path: Path) -> tuple[str, str]:
                 category = DISCOVERY  # identity reads are how tools fingerprint a device
             elif cls == CLASS_FIRMWARE:
                 category = PROGRAM
-            elif code in (0x08, 0x09) and is_vendor_class(cls):
-                category = PROGRAM  # Logix create/delete of program objects during a download
+            # Create/Delete on Logix objects stay "write": RSLogix creates monitoring data tables
+            # on the Symbol and program objects every time it goes online (Quickdraw captures).
         return name, category
     if path[4] is not None or cls == CLASS_SYMBOL:
         found = TAG_SERVICES.get(code)
@@ -519,6 +519,10 @@ def is_vendor_class(cls: int) -> bool:
 Record = tuple[int, int, bool, Path, int | None, int | None, int, int, bool]
 
 
+_PATH_CACHE: dict[bytes, tuple[Path, bool]] = {}
+_PATH_CACHE_MAX = 4096  # distinct request paths remembered (process-wide; cleared when full)
+
+
 def parse_message(buf: Any, off: int, end: int, out: list[Record], depth: int = 0) -> bool:
     """Parse one CIP message in ``buf[off:end]`` and append it (and what it carries) to ``out``.
 
@@ -547,7 +551,7 @@ def parse_message(buf: Any, off: int, end: int, out: list[Record], depth: int = 
             data_off = end
         out.append((depth, sc, True, EMPTY_PATH, status, ext, data_off, end, ok))
         if sc == SC_MULTIPLE_SERVICE_PACKET and ok and depth < MAX_DEPTH:
-            _parse_msp(buf, data_off, end, out, depth + 1)
+            _msp(buf, data_off, end, out, depth)
         return True
     path_words = buf[off + 1]
     path_end = off + 2 + 2 * path_words
@@ -555,38 +559,62 @@ def parse_message(buf: Any, off: int, end: int, out: list[Record], depth: int = 
         path, _ = parse_path(buf, off + 2, end)
         out.append((depth, sc, False, path, None, None, end, end, False))
         return True
-    path, ok = parse_path(buf, off + 2, path_end)
+    # Polling traffic repeats the same few paths: memoise them by their bytes (bounded).
+    key = bytes(buf[off + 2 : path_end])
+    cached = _PATH_CACHE.get(key)
+    if cached is None:
+        cached = parse_path(key, 0, len(key))
+        if len(_PATH_CACHE) >= _PATH_CACHE_MAX:
+            _PATH_CACHE.clear()
+        _PATH_CACHE[key] = cached
+    path, ok = cached
     out.append((depth, sc, False, path, None, None, path_end, end, ok))
     if depth >= MAX_DEPTH:
         return True
     if sc == SC_MULTIPLE_SERVICE_PACKET:
-        _parse_msp(buf, path_end, end, out, depth + 1)
-    elif sc == SC_UNCONNECTED_SEND and path[0] == CLASS_CONNECTION_MANAGER and path[4] is None:
-        if path_end + 4 <= end:
-            _, _, size = _UNCONN_SEND_HEAD.unpack_from(buf, path_end)
-            inner = path_end + 4
-            parse_message(buf, inner, min(inner + size, end), out, depth + 1)
+        _msp(buf, path_end, end, out, depth)
+    elif sc == SC_UNCONNECTED_SEND and path[0] == CLASS_CONNECTION_MANAGER and path[4] is None and path_end + 4 <= end:
+        # Vol. 1 3-5.5.2: priority/tick, timeout ticks, embedded message size, embedded message
+        _, _, size = _UNCONN_SEND_HEAD.unpack_from(buf, path_end)
+        inner = path_end + 4
+        parse_message(buf, inner, min(inner + size, end), out, depth + 1)
     return True
 
 
-def _parse_msp(buf: Any, off: int, end: int, out: list[Record], depth: int) -> None:
-    """Multiple Service Packet body (Vol. 1 A-4.10): count, offsets from the count, services."""
+def _msp(buf: Any, off: int, end: int, out: list[Record], depth: int) -> None:
+    """Unpack a Multiple Service Packet body; a lying count or offset marks the outer record bad."""
+    index = len(out) - 1
+    if not _parse_msp(buf, off, end, out, depth + 1):
+        out[index] = out[index][:8] + (False,)
+
+
+def _parse_msp(buf: Any, off: int, end: int, out: list[Record], depth: int) -> bool:
+    """Multiple Service Packet body (Vol. 1 A-4.10): count, offsets from the count, services.
+
+    Returns False when the count or an offset does not fit the packet (the services that do are
+    still unpacked) or when more than MAX_MSP_SERVICES are announced (the first ones are unpacked).
+    """
     if off + 2 > end:
-        return
+        return off == end  # an empty body (error reply) is fine, one odd byte is not
     count = _U16.unpack_from(buf, off)[0]
+    ok = True
     if count > MAX_MSP_SERVICES:
         count = MAX_MSP_SERVICES
-    if off + 2 + 2 * count > end:
-        count = (end - off - 2) // 2
+        ok = False
+    table_end = off + 2 + 2 * count
+    if table_end > end:
+        return False  # the offset table itself does not fit: nothing trustworthy to unpack
     offsets = [_U16.unpack_from(buf, off + 2 + 2 * i)[0] for i in range(count)]
     for i, rel in enumerate(offsets):
         start = off + rel
         stop = off + offsets[i + 1] if i + 1 < count else end
         if stop > end or stop <= start:
             stop = end
-        if start >= end or start < off + 2 + 2 * count:
-            continue  # offset outside the packet: Wireshark skips it too (nothing to dissect)
+        if start >= end or start < table_end:
+            ok = False  # offset outside the services area
+            continue
         parse_message(buf, start, stop, out, depth)
+    return ok
 
 
 # --- service data decoders (requests) ------------------------------------------------------------
@@ -679,7 +707,9 @@ def identity_fields(buf: Any, off: int, end: int) -> dict[str, Any] | None:
     vendor, dtype, product, major, minor, status, serial = _IDENTITY.unpack_from(buf, off)
     p = off + _IDENTITY.size
     n = buf[p]
-    name = bytes(buf[p + 1 : min(end, p + 1 + n)]).decode("latin-1", "replace")
+    if p + 1 + n > end:
+        return None  # the product name runs past the data
+    name = bytes(buf[p + 1 : p + 1 + n]).decode("latin-1", "replace")
     return {
         "vendor_id": vendor,
         "vendor": VENDORS.get(vendor, f"vendor-{vendor}"),
@@ -711,4 +741,15 @@ def tag_write_values(sc: int, buf: Any, off: int, end: int) -> tuple[Any, ...] |
     return struct.unpack_from("<" + fmt * n, buf, off + 4)
 
 
-_ELEMENTARY = {0xC1: "B", 0xC2: "b", 0xC3: "h", 0xC4: "i", 0xC5: "q", 0xC6: "B", 0xC7: "H", 0xC8: "I", 0xCA: "f", 0xCB: "d"}
+_ELEMENTARY = {
+    0xC1: "B",
+    0xC2: "b",
+    0xC3: "h",
+    0xC4: "i",
+    0xC5: "q",
+    0xC6: "B",
+    0xC7: "H",
+    0xC8: "I",
+    0xCA: "f",
+    0xCB: "d",
+}

@@ -44,11 +44,13 @@ from sensor.events import (
     DISCOVERY,
     EXCEPTION,
     MALFORMED,
+    OK,
     OTHER,
     REQUEST,
     RESPONSE,
     SESSION,
     UNSOLICITED,
+    IcsEvent,
 )
 from sensor.protocols import _cip
 from sensor.protocols._cip import Path, Record
@@ -84,6 +86,7 @@ CMD_REGISTER_SESSION = 0x0065
 CMD_SEND_RR_DATA = 0x006F
 CMD_SEND_UNIT_DATA = 0x0070
 _LIST_COMMANDS = frozenset((CMD_LIST_SERVICES, CMD_LIST_IDENTITY, CMD_LIST_INTERFACES, 0x0001))
+_NO_REPLY = frozenset((0x0000, 0x0066))  # NOP and UnRegisterSession are never answered (Vol. 2 2-4.1, 2-4.5)
 
 # Encapsulation status codes (Vol. 2 Table 2-3.3).
 STATUSES: dict[int, str] = {
@@ -111,6 +114,7 @@ MAX_CPF_ITEMS = 16  # real traffic has 2 to 4; a ListIdentity reply has one per 
 
 MAX_PENDING = 512  # unanswered requests remembered per flow for pairing (oldest dropped, counted)
 _FUNC_KEYS = tuple(f"0x{i:02x}" for i in range(128))  # tshark's cip.sc rendering, precomputed
+_CMD_KEYS = {c: f"0x{c:04x}" for c in COMMANDS}  # tshark's enip.command rendering
 
 
 class EnipAnalyzer(FramedStreamAnalyzer):
@@ -124,6 +128,7 @@ class EnipAnalyzer(FramedStreamAnalyzer):
         self._pending: dict[tuple[Any, ...], list[tuple[float, int, list[Record]]]] = {}
         self._npending = 0
         self._udp = session.transport == "udp"
+        self._handle = (-1, "")  # last session handle and its text: one per session, not per PDU
 
     # --- framing ---------------------------------------------------------------------------------
     def frame_length(self, buf: bytes, off: int) -> int | None:
@@ -162,8 +167,9 @@ class EnipAnalyzer(FramedStreamAnalyzer):
         command, length, handle, status, context, options = HEADER.unpack_from(pdu, 0)
         stats = session.stats
         stats.pdu("enip")
-        stats.func("enip", f"0x{command:04x}")
-        name, category = COMMANDS.get(command, (f"unknown-{command}", OTHER))
+        stats.func("enip", _CMD_KEYS.get(command) or f"0x{command:04x}")
+        found_cmd = COMMANDS.get(command)
+        name, category = found_cmd if found_cmd is not None else (f"unknown-{command}", OTHER)
         end = HEADER_LEN + length
         if command in _LIST_COMMANDS and self._udp:
             # Broadcast discovery: the reply comes back on a different UDP 5-tuple, so the flow's
@@ -171,10 +177,12 @@ class EnipAnalyzer(FramedStreamAnalyzer):
             is_request = length == 0
         else:
             is_request = from_client
-        fields: dict[str, Any] = {"session_handle": f"0x{handle:08x}", "sender_context": bytes(context).hex()}
+        if self._handle[0] != handle:
+            self._handle = (handle, f"0x{handle:08x}")
+        fields: dict[str, Any] = {"session_handle": self._handle[1], "sender_context": context.hex()}
         if options:
             fields["options"] = options
-        result = "ok"
+        result = OK
         code = None
         if status:
             result = EXCEPTION
@@ -184,7 +192,7 @@ class EnipAnalyzer(FramedStreamAnalyzer):
         pair_key: tuple[Any, ...] | None = None
         anomaly = None
         if command in (CMD_SEND_RR_DATA, CMD_SEND_UNIT_DATA):
-            records, pair_key, anomaly = self._cpf_cip(pdu, end, command, bytes(context), fields)
+            records, pair_key, anomaly = self._cpf_cip(pdu, end, command, context, fields)
         elif command == CMD_LIST_IDENTITY and not is_request and length:
             anomaly = _list_identity(pdu, end, fields)
         elif command == CMD_LIST_SERVICES and not is_request and length:
@@ -192,11 +200,12 @@ class EnipAnalyzer(FramedStreamAnalyzer):
         elif command == CMD_REGISTER_SESSION and length >= 4:
             fields["protocol_version"] = _U16.unpack_from(pdu, HEADER_LEN)[0]
         if pair_key is None:
-            pair_key = ("ctx", command, bytes(context))
+            pair_key = ("ctx", command, context)
         latency = None
         paired: list[Record] | None = None
         if is_request:
-            self._remember(pair_key, ts, command, records or [])
+            if command not in _NO_REPLY:
+                self._remember(pair_key, ts, command, records or [])
         else:
             found = self._take(pair_key)
             if found is not None:
@@ -204,23 +213,21 @@ class EnipAnalyzer(FramedStreamAnalyzer):
                 paired = found[2]
         if anomaly:
             session.anomaly(anomaly)
-            if result == "ok":
+            if result == OK:
                 result = MALFORMED
-        session.event(
-            from_client,
-            ts,
-            "enip",
-            REQUEST if is_request else RESPONSE,
-            command,
-            name,
-            category,
-            result=result,
-            code=code,
-            latency=latency,
-            anomaly=anomaly,
-            fields=fields,
-            size=len(pdu),
-        )
+        if from_client:
+            src, sport, dst, dport = session.client_ip, session.client_port, session.server_ip, session.server_port
+            smac, dmac = session.client_mac, session.server_mac
+        else:
+            src, sport, dst, dport = session.server_ip, session.server_port, session.client_ip, session.client_port
+            smac, dmac = session.server_mac, session.client_mac
+        session.emit(
+            IcsEvent(
+                ts, "enip", src, sport, dst, dport, session.transport, REQUEST if is_request else RESPONSE, command,
+                name, category, None, None, None, None, None, result, code, latency, anomaly, fields,
+                session.flow_id, smac, dmac, len(pdu),
+            )
+        )  # fmt: skip
         if records:
             self._emit_cip(from_client, ts, pdu, records, paired, latency)
 
@@ -265,7 +272,7 @@ class EnipAnalyzer(FramedStreamAnalyzer):
                     records = []
                     _cip.parse_message(pdu, data_off + 2, off, records)
             elif itype in (ITEM_SOCKADDR_OT, ITEM_SOCKADDR_TO) and ilen >= 16:
-                family, port, addr, = _SOCKADDR.unpack_from(pdu, data_off)
+                _family, port, addr = _SOCKADDR.unpack_from(pdu, data_off)
                 key = "sockaddr_o_t" if itype == ITEM_SOCKADDR_OT else "sockaddr_t_o"
                 fields[key] = f"{socket.inet_ntoa(bytes(addr))}:{port}"
         fields["cpf_items"] = items
@@ -287,18 +294,26 @@ class EnipAnalyzer(FramedStreamAnalyzer):
     ) -> None:
         session = self.session
         stats = session.stats
+        count_pdu, count_func = stats.pdu, stats.func
         request_paths = _align(records, paired) if paired is not None else None
+        if from_client:
+            src, sport, dst, dport = session.client_ip, session.client_port, session.server_ip, session.server_port
+            smac, dmac = session.client_mac, session.server_mac
+        else:
+            src, sport, dst, dport = session.server_ip, session.server_port, session.client_ip, session.client_port
+            smac, dmac = session.server_mac, session.client_mac
+        transport, flow_id, emit = session.transport, session.flow_id, session.emit
         for i, rec in enumerate(records):
             depth, sc, is_response, path, gstat, ext, doff, dend, ok = rec
-            stats.pdu("cip")
-            stats.func("cip", _FUNC_KEYS[sc])
+            count_pdu("cip")
+            count_func("cip", _FUNC_KEYS[sc])
             if is_response and request_paths is not None:
                 path = request_paths[i]
-            name, category = _cip.service_name(sc, path)
-            fields = _path_fields(path)
+            name, category, base, objects = _describe(sc, path)
+            fields = base.copy()
             if depth:
                 fields["depth"] = depth
-            result = "ok"
+            result = OK
             code = None
             values = None
             quantity = None
@@ -314,32 +329,22 @@ class EnipAnalyzer(FramedStreamAnalyzer):
                     if ext is not None:
                         fields["extended_status"] = ext
                     # 0x06 partial transfer is the normal reply of a fragmented read: not an error
-                    if gstat != 0x06 and result == "ok":
+                    if gstat != 0x06 and result == OK:
                         result = EXCEPTION
                         code = gstat
-                if gstat == 0 and ok:
+                if gstat == 0 and ok and sc in _REPLY_DETAILS:
                     _reply_details(sc, path, pdu, doff, dend, fields)
             elif ok:
                 values, quantity = _request_details(sc, path, pdu, doff, dend, fields)
-            key = _cip.path_key(path)
-            session.event(
-                from_client,
-                ts,
-                "cip",
-                RESPONSE if is_response else REQUEST,
-                sc,
-                name,
-                category,
-                quantity=quantity,
-                values=values,
-                objects=(key,) if key is not None else None,
-                result=result,
-                code=code,
-                latency=latency if is_response else None,
-                anomaly=anomaly,
-                fields=fields,
-                size=dend - doff,
-            )
+            # Built positionally (not through Session.event's keywords): this is the hot path,
+            # one event per CIP message, dozens per PDU in a Multiple Service Packet.
+            emit(
+                IcsEvent(
+                    ts, "cip", src, sport, dst, dport, transport, RESPONSE if is_response else REQUEST, sc, name,
+                    category, None, None, quantity, values, objects, result, code,
+                    latency if is_response else None, anomaly, fields, flow_id, smac, dmac, dend - doff,
+                )
+            )  # fmt: skip
 
     # --- implicit I/O ----------------------------------------------------------------------------
     def _on_io(self, from_client: bool, view: memoryview, ts: float) -> None:
@@ -361,8 +366,15 @@ class EnipAnalyzer(FramedStreamAnalyzer):
             off += ilen
         fields["io_bytes"] = size
         self.session.event(
-            from_client, ts, "enip", REQUEST if from_client else UNSOLICITED, -1, "io_data", OTHER,
-            fields=fields, size=len(view),
+            from_client,
+            ts,
+            "enip",
+            REQUEST if from_client else UNSOLICITED,
+            -1,
+            "io_data",
+            OTHER,
+            fields=fields,
+            size=len(view),
         )
 
     # --- pairing ---------------------------------------------------------------------------------
@@ -420,6 +432,27 @@ def _align(replies: list[Record], requests: list[Record]) -> list[Path]:
         else:
             out.append(_cip.EMPTY_PATH)
     return out
+
+
+_DESCRIBE_CACHE: dict[tuple[int, Path], tuple[str, str, dict[str, Any], tuple[str, ...] | None]] = {}
+_DESCRIBE_CACHE_MAX = 8192
+
+
+def _describe(sc: int, path: Path) -> tuple[str, str, dict[str, Any], tuple[str, ...] | None]:
+    """(name, category, path fields, objects) of a service on a path, memoised (bounded).
+
+    The returned fields dict is shared: callers copy it before adding to it.
+    """
+    key = (sc, path)
+    found = _DESCRIBE_CACHE.get(key)
+    if found is None:
+        name, category = _cip.service_name(sc, path)
+        okey = _cip.path_key(path)
+        found = (name, category, _path_fields(path), (okey,) if okey is not None else None)
+        if len(_DESCRIBE_CACHE) >= _DESCRIBE_CACHE_MAX:
+            _DESCRIBE_CACHE.clear()
+        _DESCRIBE_CACHE[key] = found
+    return found
 
 
 def _path_fields(path: Path) -> dict[str, Any]:
@@ -488,6 +521,9 @@ def _request_details(
     if cls == _cip.CLASS_PCCC and sc == 0x4B:
         _pccc(buf, off, end, fields)
     return None, None
+
+
+_REPLY_DETAILS = frozenset((_cip.SC_GET_ATTRIBUTES_ALL, _cip.SC_FORWARD_OPEN, _cip.SC_LARGE_FORWARD_OPEN))
 
 
 def _reply_details(sc: int, path: Path, buf: memoryview, off: int, end: int, fields: dict[str, Any]) -> None:

@@ -44,6 +44,7 @@ from sensor.events import (
     DISCOVERY,
     EXCEPTION,
     MALFORMED,
+    OK,
     OTHER,
     PROGRAM,
     READ,
@@ -73,7 +74,7 @@ MAX_CHUNK = 1 << 24  # a chunk header claiming more is not OPC UA (spec limits a
 MAX_BUFFERED = 1 << 20  # bytes of one chunk buffered; a bigger chunk is parsed from its head, rest skipped
 HEAD_BYTES = 1 << 16  # head of an oversized chunk that we wait for before parsing it
 MAX_MESSAGE = 1 << 20  # bytes of one chunked message reassembled; beyond: head only
-MAX_OPEN_MESSAGES = 16  # chunked messages being reassembled per direction
+MAX_OPEN_MESSAGES = 16  # chunked messages being reassembled at once per connection
 MAX_CHUNKS = 4096  # chunks per message
 MAX_PENDING = 1024  # requests remembered for pairing
 MAX_ARRAY = 100_000  # elements in one encoded array before we call it malformed
@@ -158,7 +159,9 @@ STATUS_NAMES: dict[int, str] = {
     0x803B0000: "BadNotWritable",
     0x80740000: "BadTypeMismatch",
     0x80750000: "BadMethodInvalid",
-    0x80AB0000: "BadNoSubscription",
+    0x80280000: "BadSubscriptionIdInvalid",
+    0x80780000: "BadTooManyPublishRequests",
+    0x80790000: "BadNoSubscription",
 }
 
 
@@ -204,7 +207,7 @@ def _skip_string(b: bytes, o: int, end: int) -> int:
     if o + 4 > end:
         raise Truncated
     n = _I32.unpack_from(b, o)[0]
-    o += 4 + (n if n > 0 else 0)
+    o += 4 + (max(0, n))
     if o > end:
         raise Truncated
     return o
@@ -229,6 +232,7 @@ def nodeid(b: bytes, o: int, end: int) -> tuple[tuple[int, int | str | None], in
     enc = b[o]
     kind = enc & 0x0F
     o += 1
+    ident: int | str
     if kind == 0:
         if o + 1 > end:
             raise Truncated
@@ -362,7 +366,7 @@ def _variant(b: bytes, o: int, end: int, depth: int = 0) -> tuple[Any, int]:
     vtype = mask & 0x3F
     if mask & 0x80:  # array
         n, o = _array_len(b, o, end)
-        values = []
+        values: list[Any] = []
         for _ in range(n):
             v, o = _variant_value(b, o, end, vtype, depth)
             if len(values) < MAX_LISTED:
@@ -619,7 +623,9 @@ def _activate_session(b: bytes, o: int, end: int, fields: dict[str, Any]) -> Non
         o = _skip_string(b, o, end)
     type_id, body, body_end, o = _extension_object(b, o, end)
     ident = type_id[1]
-    fields["identity_token"] = TOKEN_TYPES.get(ident, f"type-{node_str(type_id)}") if isinstance(ident, int) else node_str(type_id)
+    fields["identity_token"] = (
+        TOKEN_TYPES.get(ident, f"type-{node_str(type_id)}") if isinstance(ident, int) else node_str(type_id)
+    )
     if ident == 324 and body < body_end:  # UserNameIdentityToken: policy id, user name, password...
         try:
             p = _skip_string(b, body, body_end)
@@ -646,7 +652,7 @@ def _create_session_request(b: bytes, o: int, end: int, fields: dict[str, Any]) 
 def _endpoints_reply(b: bytes, o: int, end: int, fields: dict[str, Any]) -> None:
     """GetEndpointsResponse: EndpointDescription[]; identity from the first server description."""
     n, o = _array_len(b, o, end)
-    endpoints = []
+    endpoints: list[dict[str, Any]] = []
     for _ in range(n):
         ep, app, o = _endpoint_description(b, o, end)
         if "identity" not in fields:
@@ -670,7 +676,7 @@ def _create_session_reply(b: bytes, o: int, end: int, fields: dict[str, Any]) ->
 
 def _find_servers_reply(b: bytes, o: int, end: int, fields: dict[str, Any]) -> None:
     n, o = _array_len(b, o, end)
-    servers = []
+    servers: list[dict[str, Any]] = []
     for _ in range(n):
         app, o = _application_description(b, o, end)
         if len(servers) < MAX_LISTED:
@@ -713,7 +719,7 @@ class OpcUaAnalyzer(Analyzer):
         self.policy: str | None = None
         self.mode: str | None = None  # "None", "Sign", "SignAndEncrypt" or None (unknown)
         self.maybe_encrypted = False  # OPN with a policy other than None seen, mode not yet known
-        # (from_client, request id) -> [head chunk bytes, bytearray of bodies, chunks, truncated]
+        # (from_client, request id) -> [first chunk, bytearray of bodies, chunks, head only?, bytes so far]
         self._chunks: dict[tuple[bool, int], list[Any]] = {}
         # request id -> (ts, service id)
         self._pending: dict[int, tuple[float, int]] = {}
@@ -798,9 +804,16 @@ class OpcUaAnalyzer(Analyzer):
     def _malformed(self, from_client: bool, ts: float, mtype: bytes, size: int) -> None:
         self.session.anomaly("opcua_malformed")
         self.session.event(
-            from_client, ts, "opcua", REQUEST if from_client else RESPONSE, -1,
-            "malformed_" + mtype.decode("ascii", "replace").lower(), OTHER,
-            result=MALFORMED, anomaly="opcua_malformed", size=size,
+            from_client,
+            ts,
+            "opcua",
+            REQUEST if from_client else RESPONSE,
+            -1,
+            "malformed_" + mtype.decode("ascii", "replace").lower(),
+            OTHER,
+            result=MALFORMED,
+            anomaly="opcua_malformed",
+            size=size,
         )
 
     def _hello(self, from_client: bool, c: bytes, ts: float) -> None:
@@ -809,8 +822,14 @@ class OpcUaAnalyzer(Analyzer):
             raise Truncated
         version, rbs, sbs, mms, mcc = _HELLO.unpack_from(c, 8)
         url, _ = _string(c, 28, end)
-        fields = {"protocol_version": version, "receive_buffer_size": rbs, "send_buffer_size": sbs,
-                  "max_message_size": mms, "max_chunk_count": mcc, "endpoint_url": url}
+        fields = {
+            "protocol_version": version,
+            "receive_buffer_size": rbs,
+            "send_buffer_size": sbs,
+            "max_message_size": mms,
+            "max_chunk_count": mcc,
+            "endpoint_url": url,
+        }
         self.session.event(from_client, ts, "opcua", REQUEST, -1, "hello", SESSION, fields=fields, size=end)
 
     def _ack(self, from_client: bool, c: bytes, ts: float) -> None:
@@ -818,8 +837,13 @@ class OpcUaAnalyzer(Analyzer):
         if 8 + _HELLO.size > end:
             raise Truncated
         version, rbs, sbs, mms, mcc = _HELLO.unpack_from(c, 8)
-        fields = {"protocol_version": version, "receive_buffer_size": rbs, "send_buffer_size": sbs,
-                  "max_message_size": mms, "max_chunk_count": mcc}
+        fields = {
+            "protocol_version": version,
+            "receive_buffer_size": rbs,
+            "send_buffer_size": sbs,
+            "max_message_size": mms,
+            "max_chunk_count": mcc,
+        }
         self.session.event(from_client, ts, "opcua", RESPONSE, -1, "acknowledge", SESSION, fields=fields, size=end)
 
     def _error(self, from_client: bool, c: bytes, ts: float) -> None:
@@ -827,8 +851,19 @@ class OpcUaAnalyzer(Analyzer):
         error, o = _u32(c, 8, end)
         reason, _ = _string(c, o, end)
         fields = {"error": STATUS_NAMES.get(error, f"0x{error:08x}"), "reason": reason}
-        self.session.event(from_client, ts, "opcua", RESPONSE, -1, "error", SESSION,
-                           result=EXCEPTION, code=error, fields=fields, size=end)
+        self.session.event(
+            from_client,
+            ts,
+            "opcua",
+            RESPONSE,
+            -1,
+            "error",
+            SESSION,
+            result=EXCEPTION,
+            code=error,
+            fields=fields,
+            size=end,
+        )
 
     def _reverse_hello(self, from_client: bool, c: bytes, ts: float) -> None:
         end = len(c)
@@ -908,8 +943,9 @@ class OpcUaAnalyzer(Analyzer):
             error, o = _u32(c, 24, end)
             reason, _ = _string(c, o, end)
             fields["reason"] = reason
-            self._emit(from_client, ts, -1, "abort", OTHER, not from_client, fields, size, None,
-                       result=EXCEPTION, code=error)
+            self._emit(
+                from_client, ts, -1, "abort", OTHER, not from_client, fields, size, None, result=EXCEPTION, code=error
+            )
             return
         pending = self._chunks.get(key)
         if chunk_type == 0x43:  # 'C': intermediate chunk, hold it
@@ -917,9 +953,10 @@ class OpcUaAnalyzer(Analyzer):
                 if len(self._chunks) >= MAX_OPEN_MESSAGES:
                     self.session.anomaly("opcua_reassembly_cap")
                     self._chunks.pop(next(iter(self._chunks)))
-                self._chunks[key] = [c, bytearray(c[24:]), 1, len(c) < size]
+                self._chunks[key] = [c, bytearray(c[24:]), 1, len(c) < size, size]
             else:
                 pending[2] += 1
+                pending[4] += size
                 if pending[2] > MAX_CHUNKS or len(pending[1]) + end - 24 > MAX_MESSAGE or pending[3]:
                     if not pending[3]:
                         self.session.anomaly("opcua_reassembly_cap")
@@ -937,6 +974,7 @@ class OpcUaAnalyzer(Analyzer):
             else:
                 body = bytes(pending[1])
             fields["chunks"] = chunks
+            size += pending[4]
         else:
             body = c[24:]
         self._service(from_client, body, 0, len(body), ts, size, fields, req_id)
@@ -955,12 +993,22 @@ class OpcUaAnalyzer(Analyzer):
         session.stats.func("opcua", str(ident))
         known = SERVICES.get(ident) if ns == 0 else None
         if known is None:
-            self._emit(from_client, ts, ident, f"unknown-{ident}", OTHER, not from_client, fields, size, None,
-                       anomaly="opcua_unknown_service")
+            self._emit(
+                from_client,
+                ts,
+                ident,
+                f"unknown-{ident}",
+                OTHER,
+                not from_client,
+                fields,
+                size,
+                None,
+                anomaly="opcua_unknown_service",
+            )
             session.anomaly("opcua_unknown_service")
             return
         name, category, is_response = known
-        result = "ok"
+        result = OK
         code = None
         anomaly = None
         latency = None
@@ -1030,10 +1078,25 @@ class OpcUaAnalyzer(Analyzer):
         except Truncated:
             anomaly = "opcua_malformed_body"
             session.anomaly(anomaly)
-            if result == "ok":
+            if result == OK:
                 result = MALFORMED
-        self._emit(from_client, ts, ident, name, category, is_response, fields, size, latency,
-                   result=result, code=code, anomaly=anomaly, values=values, objects=objects, quantity=quantity)
+        self._emit(
+            from_client,
+            ts,
+            ident,
+            name,
+            category,
+            is_response,
+            fields,
+            size,
+            latency,
+            result=result,
+            code=code,
+            anomaly=anomaly,
+            values=values,
+            objects=objects,
+            quantity=quantity,
+        )
 
     def _emit(
         self,
@@ -1048,8 +1111,19 @@ class OpcUaAnalyzer(Analyzer):
         latency: float | None,
         **extra: Any,
     ) -> None:
-        self.session.event(from_client, ts, "opcua", RESPONSE if is_response else REQUEST, function, name,
-                           category, fields=fields, size=size, latency=latency, **extra)
+        self.session.event(
+            from_client,
+            ts,
+            "opcua",
+            RESPONSE if is_response else REQUEST,
+            function,
+            name,
+            category,
+            fields=fields,
+            size=size,
+            latency=latency,
+            **extra,
+        )
 
 
 def _known_type_id(b: bytes, o: int, end: int) -> bool:
@@ -1074,9 +1148,9 @@ def probe(payload: bytes, from_client: bool) -> bool:
     if mtype in (b"HEL", b"ACK"):
         if size < 28 or size > 4096 or chunk != 0x46:
             return False
-        version = _U32.unpack_from(payload, 8)[0] if len(payload) >= 12 else 0
-        return version < 16
-    if mtype in (b"OPN", b"MSG", b"CLO") and size < 24:
+        if len(payload) >= 12 and _U32.unpack_from(payload, 8)[0] >= 16:
+            return False  # protocol version: 0 in every stack we know
+    elif mtype in (b"OPN", b"MSG", b"CLO") and size < 24:
         return False
     if size < len(payload):
         return payload[size : size + 3] in MESSAGE_TYPES
