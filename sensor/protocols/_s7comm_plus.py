@@ -99,9 +99,9 @@ def looks_like_tls(payload: bytes) -> bool:
 class S7PlusTracker:
     """Per-flow S7comm-plus state: fragment continuation per direction, integrity flag, request pairing."""
 
-    __slots__ = ("session", "integrity", "version", "_cont", "_pending", "_tls")
+    __slots__ = ("_cont", "_pending", "_tls", "integrity", "session", "version")
 
-    def __init__(self, session: "Session") -> None:
+    def __init__(self, session: Session) -> None:
         self.session = session
         self.integrity = False  # a V3 (digest-carrying) frame was seen on this flow
         self.version: int | None = None
@@ -153,13 +153,12 @@ class S7PlusTracker:
             # data length lies (or the message was cut): still identify what is visible
             session.anomaly("s7comm_plus_length_mismatch")
         off = 4
-        if version == 3:
+        if version == 3 and n > 4:
             # integrity part: digest length byte then the digest (32 bytes with HMAC-SHA256)
-            if n > 4:
-                dig = payload[4]
-                fields["integrity"] = True
-                fields["digest_length"] = dig
-                off = 5 + dig
+            dig = payload[4]
+            fields["integrity"] = True
+            fields["digest_length"] = dig
+            off = 5 + dig
         if self.integrity:
             fields["session_integrity"] = True
         if version in (0xFE, 0xFF) or off >= n:

@@ -75,7 +75,7 @@ from sensor.protocols.base import FramedStreamAnalyzer, ProtocolSpec, Session
 _S7_HDR = struct.Struct(">BBHHHH")  # protocol id, rosctr, redundancy id, pdu ref, param len, data len
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
-_ITEM = struct.Struct(">BBHHB")  # S7ANY after varspec/len/syntax: transport size, count, db, area
+_ITEM = struct.Struct(">BHHB")  # S7ANY after varspec/len/syntax: transport size, count, db, area
 _SETUP = struct.Struct(">BBHHH")  # function, reserved, max AmQ calling, max AmQ called, PDU size
 
 MAX_REASSEMBLY = 65536  # bytes of COTP DT fragments buffered per direction before giving up
@@ -83,6 +83,8 @@ MAX_PENDING = 512  # outstanding jobs / userdata requests remembered per flow fo
 MAX_ITEMS = 256  # objects listed per PDU (a 960-byte PDU holds at most ~80 S7ANY items)
 MAX_VALUES = 64  # decoded values per item (the rest is counted in fields["values_truncated"])
 MAX_UPLOADS = 64  # upload ids remembered per flow (upload id -> block name)
+_ITEM_CACHE_MAX = 4096  # memoised read/write item lists (process-wide; cleared when full)
+_ITEM_CACHE: dict[bytes, tuple[Any, ...]] = {}
 
 PROTOCOL = "s7comm"
 
@@ -388,8 +390,9 @@ def _tsap_fields(prefix: str, tsap: bytes, fields: dict[str, Any]) -> int | None
     fields[prefix] = tsap.hex()
     if len(tsap) == 2:
         kind = _TSAP_TYPES.get(tsap[0])
-        if kind is not None:
-            fields[prefix + "_type"] = kind
+        if kind is None:
+            return None  # not an S7 TSAP (MMS uses 0x0001): no rack/slot meaning
+        fields[prefix + "_type"] = kind
         fields[prefix + "_rack"] = tsap[1] >> 5
         fields[prefix + "_slot"] = tsap[1] & 0x1F
         return tsap[1]
@@ -401,7 +404,7 @@ def _tsap_fields(prefix: str, tsap: bytes, fields: dict[str, Any]) -> int | None
 class _Pending:
     """An S7 job (or userdata request) waiting for its reply; what the reply event inherits."""
 
-    __slots__ = ("ts", "function", "name", "category", "objects", "tsizes", "address", "quantity", "extra")
+    __slots__ = ("address", "category", "extra", "function", "name", "objects", "quantity", "ts", "tsizes")
 
     def __init__(self, ts: float, function: int, name: str, category: str) -> None:
         self.ts = ts
@@ -435,6 +438,9 @@ class S7commAnalyzer(FramedStreamAnalyzer):
         self._uploads: dict[int, str] = {}
         self._plus: S7PlusTracker | None = None
         self._mms: MmsTracker | None = None
+        # (side, group, subfunction) -> the last userdata reply from that side announced more data:
+        # the next reply continues it (no SZL header / list header of its own)
+        self._ud_more: dict[tuple[bool, int, int], bool] = {}
 
     # -- framing --------------------------------------------------------------------------------
 
@@ -450,7 +456,7 @@ class S7commAnalyzer(FramedStreamAnalyzer):
     def on_pdu(self, from_client: bool, pdu: memoryview, ts: float) -> None:
         try:
             self._tpkt(from_client, pdu, ts)
-        except Exception:  # a bug of ours, never the peer's fault: count it, keep the flow
+        except Exception:  # noqa: BLE001 - a bug of ours, never the peer's fault: count it, keep the flow
             self.session.anomaly("s7comm_internal_error")
 
     def gap(self, from_client: bool, ts: float) -> None:
@@ -474,6 +480,17 @@ class S7commAnalyzer(FramedStreamAnalyzer):
     def _tpkt(self, from_client: bool, pdu: memoryview, ts: float) -> None:
         n = len(pdu)
         session = self.session
+        if n >= 7 and pdu[4] == 2 and pdu[5] >> 4 == COTP_DT:
+            # fast path, nearly every TPDU on a live connection: class 0 DT
+            stats = session.stats
+            stats.pdu("cotp")
+            stats.func("cotp", "0x0f")
+            if pdu[6] & 0x80 and self._frag[from_client] is None and not self._skip[from_client]:
+                if n > 7:
+                    self._dispatch(from_client, bytes(pdu[7:]), ts)
+                return
+            self._dt(from_client, pdu[7:], bool(pdu[6] & 0x80), ts)
+            return
         if n < 6:
             # TPKT 4..5: no room for any TPDU (Wireshark: tpkt / data, no cotp)
             session.anomaly("cotp_tpkt_too_short")
@@ -484,8 +501,8 @@ class S7commAnalyzer(FramedStreamAnalyzer):
             session.anomaly("cotp_bad_length_indicator")
             return
         if not _li_ok(code, li):
-            session.anomaly("cotp_unknown_tpdu" if code not in _COTP_EVENTS and code not in (
-                COTP_DT, COTP_AK, COTP_EA, COTP_RJ) else "cotp_bad_length_indicator")
+            known = code in _COTP_EVENTS or code in (COTP_DT, COTP_AK, COTP_EA, COTP_RJ)
+            session.anomaly("cotp_bad_length_indicator" if known else "cotp_unknown_tpdu")
             return
         if code == COTP_DT:
             # EOT bit: class 0 (LI 2) in byte 2; normal format (LI 4/8) after the 2-byte dst-ref;
@@ -529,13 +546,10 @@ class S7commAnalyzer(FramedStreamAnalyzer):
             if pcode == 0xC0 and plen == 1:
                 fields["tpdu_size"] = 1 << val[0] if val[0] < 17 else val[0]
             elif pcode == 0xC1:
-                u = _tsap_fields("calling_tsap", val, fields)
-                if not from_client and u is not None:
-                    unit = u
+                _tsap_fields("calling_tsap", val, fields)
             elif pcode == 0xC2:
-                u = _tsap_fields("called_tsap", val, fields)
-                if from_client and u is not None:
-                    unit = u
+                # the called TSAP is the responder's (the PLC) in the CR and, echoed, in the CC
+                unit = _tsap_fields("called_tsap", val, fields)
             elif pcode == 0xC6 and plen == 1:
                 fields["additional_options"] = val[0]
             off += 2 + plen
@@ -721,6 +735,11 @@ class S7commAnalyzer(FramedStreamAnalyzer):
         elif func == F_PI_SERVICE:
             name, category = self._pi_service(p, par, pend, fields)
             pend_obj.name, pend_obj.category = name, category
+            blocks = fields.get("blocks")
+            if blocks:
+                objects = tuple(blocks)
+                pend_obj.objects = objects
+            pend_obj.extra = {"pi_service": fields["pi_service"]} if "pi_service" in fields else None
         elif func == F_PLC_STOP:
             # 0x29, 5 unknown bytes, string length, PI service name ("P_PROGRAM")
             if par + 7 <= pend:
@@ -745,17 +764,16 @@ class S7commAnalyzer(FramedStreamAnalyzer):
                         if s.isdigit():
                             fields["load_memory_length"] = int(s[:6])
                             fields["mc7_length"] = int(s[6:12])
-        elif func in (F_UPLOAD, F_END_UPLOAD):
-            if par + 8 <= pend:
-                upid = _U32.unpack_from(p, par + 4)[0]
-                fields["upload_id"] = upid
-                blk_name = self._uploads.get(upid)
-                if blk_name is not None:
-                    objects = (blk_name,)
-                    fields["block"] = blk_name
-                    pend_obj.objects = objects
-                if func == F_END_UPLOAD:
-                    self._uploads.pop(upid, None)
+        elif func in (F_UPLOAD, F_END_UPLOAD) and par + 8 <= pend:
+            upid = _U32.unpack_from(p, par + 4)[0]
+            fields["upload_id"] = upid
+            blk_name = self._uploads.get(upid)
+            if blk_name is not None:
+                objects = (blk_name,)
+                fields["block"] = blk_name
+                pend_obj.objects = objects
+            if func == F_END_UPLOAD:
+                self._uploads.pop(upid, None)
         self._remember((from_client, pduref), pend_obj)
         session.event(
             from_client, ts, PROTOCOL, REQUEST, func, name, category, unit=self._unit, address=address,
@@ -838,9 +856,31 @@ class S7commAnalyzer(FramedStreamAnalyzer):
     def _items(self, p: bytes, par: int, pend: int, fields: dict[str, Any]
                ) -> tuple[tuple[str, ...] | None, list[int], int | None, int | None]:
         """Read/write var request items (param: function, item count, items). S7ANY items are
-        ``12 0a 10 tsize count(2) db(2) area address(3)``; other syntax ids are named, not decoded."""
+        ``12 0a 10 tsize count(2) db(2) area address(3)``; other syntax ids are named, not decoded.
+
+        HMIs poll the same item list over and over, so well-formed parameter parts are memoised
+        (bounded cache keyed by the parameter bytes; the result is a pure function of them)."""
         if par + 2 > pend:
             return None, [], None, None
+        key = p[par + 1 : pend]
+        hit = _ITEM_CACHE.get(key)
+        if hit is not None:
+            fields.update(hit[4])
+            return hit[0], hit[1], hit[2], hit[3]
+        before = len(fields)
+        res = self._parse_items(p, par, pend, fields)
+        if res is not None:
+            if len(_ITEM_CACHE) >= _ITEM_CACHE_MAX:
+                _ITEM_CACHE.clear()
+            added = dict(list(fields.items())[before:])
+            _ITEM_CACHE[key] = (*res, added)
+            return res
+        return self._parse_items(p, par, pend, fields, strict=False)  # type: ignore[return-value]
+
+    def _parse_items(self, p: bytes, par: int, pend: int, fields: dict[str, Any], strict: bool = True
+                     ) -> tuple[tuple[str, ...] | None, list[int], int | None, int | None] | None:
+        """Parse the items; with ``strict`` return None (nothing counted) at the first malformed item
+        so that the caller re-parses non-strictly, counting the anomaly and keeping what was read."""
         count = p[par + 1]
         fields["item_count"] = count
         objs: list[str] = []
@@ -848,15 +888,14 @@ class S7commAnalyzer(FramedStreamAnalyzer):
         address = quantity = None
         off = par + 2
         for i in range(count):
-            if off + 3 > pend:
+            if off + 3 > pend or off + 2 + p[off + 1] > pend or p[off + 1] < 1:
+                if strict:
+                    return None
                 self.session.anomaly("s7comm_item_truncated")
                 break
             slen = p[off + 1]
             syntax = p[off + 2]
             end = off + 2 + slen
-            if end > pend or slen < 1:
-                self.session.anomaly("s7comm_item_truncated")
-                break
             if syntax == 0x10 and slen >= 10:
                 tsize, cnt, db, area = _ITEM.unpack_from(p, off + 3)
                 addr = (p[off + 9] << 16) | (p[off + 10] << 8) | p[off + 11]
@@ -901,6 +940,8 @@ class S7commAnalyzer(FramedStreamAnalyzer):
             off += 4
             if not request and rc != 0xFF:
                 errors.append([i, rc])
+                if rc != 0x00:
+                    nbytes = 0  # a failed item is its 4-byte head only, whatever its length says
             if off + nbytes > end:
                 bad = "s7comm_data_item_truncated"
                 break
@@ -909,8 +950,8 @@ class S7commAnalyzer(FramedStreamAnalyzer):
                 v, t = decode_values(p[off : off + nbytes], tsize if tsize and tsize > 0 else None, dts)
                 truncated = truncated or t
                 vals.append(v)
-            elif request or rc == 0xFF:
-                vals.append(None)
+            else:
+                vals.append(None)  # keeps values[i] aligned with objects[i] (failed items carry no data)
             off += nbytes
             if nbytes & 1 and off < end:
                 off += 1  # fill byte
@@ -938,7 +979,9 @@ class S7commAnalyzer(FramedStreamAnalyzer):
         else:
             name, category = PI_SERVICES.get(service, ("plc_control", CONTROL))
         if service == "P_PROGRAM":
-            fields["start_mode"] = "cold" if pb[:1] == b"C" else "warm"
+            # no argument: restart as configured (snap7's "hot start"; an S7-300 performs a warm
+            # restart); "C " asks for a cold restart
+            fields["start_mode"] = "cold" if pb[:1] == b"C" else "hot"
         elif service in ("_INSE", "_DELE") and len(pb) >= 2:
             # block count, reserved, then 8-byte entries: type (2 ASCII), number (5 ASCII), filesystem
             blocks = []
@@ -995,9 +1038,10 @@ class S7commAnalyzer(FramedStreamAnalyzer):
         direction = UD_TYPE_DIRECTION.get(typ, REQUEST)
         result = OK
         code = None
+        more = False
         if p[par + 3] >= 8 and n >= par + 12:
-            last = p[par + 9]
-            if last:
+            more = p[par + 9] != 0  # "last data unit": 0 yes, 1 no (more follows)
+            if more:
                 fields["more_data"] = True
             err = _U16.unpack_from(p, par + 10)[0]
             if err:
@@ -1011,12 +1055,23 @@ class S7commAnalyzer(FramedStreamAnalyzer):
             bl = _U16.unpack_from(p, d + 2)[0]
             body = p[d + 4 : min(dend, d + 4 + bl)]
             if direction == RESPONSE and ret not in (0xFF, 0x00):
+                # Not an exception by itself: CPUs answer 0x0a ("object does not exist") to test jobs
+                # and cyclic unsubscribes that simply return no data (step7_s300_readDiagData). The
+                # parameter's error code is the failure indicator.
                 fields["return_code"] = ret
-                if result == OK:
-                    result, code = EXCEPTION, ret
         objects: tuple[str, ...] | None = None
         values: tuple[Any, ...] | None = None
-        if group == 4 and sub == 0x01:
+        continuation = False
+        if direction != REQUEST:
+            key = (from_client, group, sub)
+            continuation = self._ud_more.pop(key, False)
+            if more:
+                if key not in self._ud_more and len(self._ud_more) >= 64:
+                    self._ud_more.pop(next(iter(self._ud_more)))
+                self._ud_more[key] = True
+        if continuation:
+            fields["continuation"] = True  # a later fragment: its data has no header of its own
+        elif group == 4 and sub == 0x01:
             self._szl(body, direction, fields)
         elif group == 3:
             objects = self._block_functions(sub, body, direction, fields)
