@@ -126,15 +126,15 @@ class FlowTable:
                 n = len(payload)
                 if n and stream.next_seq == seq and not stream.pending and wire_len == n and flow.analyzer is not None:
                     flow.bytes += n
+                    if flags & ACK:  # release the peer's held-back data first: it was sent before this
+                        other = streams[1] if from_client else streams[0]
+                        if other.pending:
+                            other.acked(ack, ts)
                     stream.next_seq = (seq + n) & 0xFFFFFFFF
                     try:
                         flow.analyzer.feed(from_client, payload, ts)
                     except Exception:  # noqa: BLE001 - an analyzer bug must not stop the sensor
                         self._analyzer_failed(flow)
-                    if flags & ACK:
-                        other = streams[1] if from_client else streams[0]
-                        if other.pending:
-                            other.acked(ack, ts)
                     return
                 if not n and not wire_len:
                     if flags & ACK:
@@ -188,6 +188,12 @@ class FlowTable:
         stream = streams[0 if from_client else 1]
         if flags & SYN:
             stream.syn(seq)
+        if flags & ACK:
+            # The peer's data held back behind a hole this ACK proves lost was sent before this
+            # segment: release it first, so requests and responses stay in order.
+            other = streams[1 if from_client else 0]
+            if other.pending:
+                other.acked(ack, ts)
         if payload or wire_len:
             flow.bytes += wire_len
             if flow.analyzer is None:
@@ -200,10 +206,6 @@ class FlowTable:
                 if stream.next_seq is None:
                     stream.next_seq = seq
             stream.segment(seq, payload, ts, wire_len if wire_len > len(payload) else None)
-        if flags & ACK:
-            other = streams[1 if from_client else 0]
-            if other.pending:
-                other.acked(ack, ts)
         if flags & (FIN | RST):
             self._fin_rst(flow, flags, ts)
 

@@ -197,17 +197,18 @@ class Pipeline:
                                         flow.last_seen = now
                                         flow.packets += 1
                                         flow.bytes += plen
+                                        if flags & 0x10:
+                                            # Data segments carry ACKs too: a hole the peer acknowledged
+                                            # was lost in the capture, not the network. The held-back
+                                            # data it releases was sent before this segment: deliver it first.
+                                            other = streams[1] if from_client else streams[0]
+                                            if other.pending:
+                                                other.acked(ack, ts)
                                         stream.next_seq = (seq + plen) & 0xFFFFFFFF
                                         try:
                                             analyzer.feed(from_client, payload, ts)
                                         except Exception:  # noqa: BLE001 - an analyzer bug never stops the sensor
                                             analyzer_failed(flow)
-                                        if flags & 0x10:
-                                            # data segments carry ACKs too: a hole the peer acknowledged
-                                            # was lost in the capture, not the network
-                                            other = streams[1] if from_client else streams[0]
-                                            if other.pending:
-                                                other.acked(ack, ts)
                                         continue
                             table.tcp(src, dst, sport, dport, seq, ack, flags, payload, plen, ts, data[6:12], data[0:6])
                             continue
