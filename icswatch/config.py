@@ -249,6 +249,9 @@ class ApiConfig(_Model):
     )
     sensor_stale_seconds: float = Field(180.0, gt=0, description="a sensor whose stats file is older than this is reported stale")
     metrics_public: bool = Field(False, description="serve /metrics without a token (for a scraper on a trusted network)")
+    read_indexes: bool = Field(
+        True, description="add three read indexes to the SQLite alert store at start (faster searches; api/enterprise/indexes.py)"
+    )
 
     def model_post_init(self, _context: Any) -> None:
         if bool(self.ssl_certfile) != bool(self.ssl_keyfile):

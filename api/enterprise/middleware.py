@@ -1,0 +1,289 @@
+"""The plain ASGI layers around every request (outermost first):
+
+- ``SecurityHeaders``: CSP (scripts and connections to this origin only, no framing), nosniff,
+  no referrer, HSTS over HTTPS, ``Cache-Control: no-store`` on API answers (they carry plant data);
+- ``Audit``: every write (POST/PUT/PATCH/DELETE under /api/) is recorded with who, what, when and the
+  answer's status, including the refused ones (401, 403, 413, 429); read requests are counted in
+  the metrics, not written to the log;
+- ``RateLimit``: a token bucket per token, ``api.rate_limit`` requests per second with bursts of
+  ``api.rate_burst``, and one per client address (four times that for requests carrying a token, so a
+  flood of made-up tokens from one address is still limited); 429 with ``Retry-After`` beyond.
+  Buckets are kept for at most ``MAX_BUCKETS`` clients (least recently seen dropped), per process;
+- ``BodyLimit``: request bodies over ``api.max_body_bytes`` are refused with 413 before they are
+  read (from Content-Length, or as soon as a chunked body passes the limit). The upload route has
+  its own, larger limit (``api.upload_max_bytes``) and streams to disk itself.
+
+Plain ASGI rather than ``BaseHTTPMiddleware``: no extra task per request and streaming bodies stay
+streams (the upload route reads 50 MB without holding it in memory).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+
+from api.enterprise.errors import error_body
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+MAX_BUCKETS = 10_000
+ADDRESS_FACTOR = 4.0  # an address's bucket, for requests with a token, is this many times a token's
+UPLOAD_PATH = "/api/v1/jobs"
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+
+
+async def send_json(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
+    raw = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode()), *headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": raw})
+
+
+class SecurityHeaders:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        https = scope.get("scheme") == "https"
+        api = scope["path"].startswith("/api/") or scope["path"] in ("/metrics", "/openapi.json")
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                h = message.setdefault("headers", [])
+                present = {k.lower() for k, _ in h}
+                h.extend(
+                    [
+                        (b"x-content-type-options", b"nosniff"),
+                        (b"x-frame-options", b"DENY"),
+                        (b"referrer-policy", b"no-referrer"),
+                        (b"cross-origin-opener-policy", b"same-origin"),
+                        (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
+                        (b"content-security-policy", CSP.encode()),
+                    ]
+                )
+                if api and b"cache-control" not in present:
+                    h.append((b"cache-control", b"no-store"))
+                if https:
+                    h.append((b"strict-transport-security", b"max-age=31536000"))
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def client_address(scope: Scope) -> str:
+    return str((scope.get("client") or ("-", 0))[0] or "-")
+
+
+class Metrics:
+    """Request counters for /metrics (per process): by method, route template and status class."""
+
+    def __init__(self) -> None:
+        self.requests: Counter[tuple[str, str, str]] = Counter()
+        self.seconds: dict[tuple[str, str], float] = {}
+        self.rate_limited = 0
+        self.too_large = 0
+        self.started = time.time()
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        if len(self.requests) < 5000:
+            self.requests[(method, route, f"{status // 100}xx")] += 1
+            self.seconds[(method, route)] = self.seconds.get((method, route), 0.0) + seconds
+
+
+class Audit:
+    def __init__(self, app: ASGIApp, state_of: Callable[[], Any], metrics: Metrics) -> None:
+        self.app = app
+        self.state_of = state_of
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = [500]
+        recorded = [False]
+        t0 = time.perf_counter()
+        audited = scope["method"] in WRITES and scope["path"].startswith("/api/")
+
+        def template() -> str:
+            route = scope.get("route")
+            return getattr(route, "path", None) or ("static" if not scope["path"].startswith("/api/") else "unmatched")
+
+        async def tracking(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                if audited:
+                    # Recorded before the client has the answer: a client's writes are logged in its order.
+                    recorded[0] = True
+                    await self._record(scope, status[0], template())
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking)
+        finally:
+            self.metrics.observe(scope["method"], template(), status[0], time.perf_counter() - t0)
+            if audited and not recorded[0]:
+                await self._record(scope, status[0], template())
+
+    async def _record(self, scope: Scope, status: int, template: str) -> None:
+        state = scope.get("state") or {}
+        principal = state.get("principal")
+        actor, role = (principal.actor, principal.role) if principal is not None else ("anonymous", "none")
+        detail = state.get("audit_detail") or ""
+        store = self.state_of()
+        if store is None:
+            return
+        await run_in_threadpool(
+            store.audit, actor, role, scope["method"], scope["path"], f"{scope['method']} {template}", status, str(detail),
+            client_address(scope),
+        )
+
+
+class RateLimit:
+    def __init__(self, app: ASGIApp, rate: float, burst: int, metrics: Metrics, clock: Callable[[], float] = time.monotonic) -> None:
+        self.app = app
+        self.rate = rate
+        self.burst = float(burst)
+        self.metrics = metrics
+        self.clock = clock
+        self.buckets: OrderedDict[str, list[float]] = OrderedDict()
+
+    @staticmethod
+    def _token_key(scope: Scope) -> str | None:
+        for k, v in scope.get("headers") or ():
+            if k == b"authorization":
+                import hashlib
+
+                return "t:" + hashlib.sha256(v).hexdigest()[:24]
+        return None
+
+    def allow(self, key: str, factor: float = 1.0) -> float:
+        """0 when allowed (one request taken from ``key``'s bucket), else the seconds until one would be."""
+        rate, burst = self.rate * factor, self.burst * factor
+        now = self.clock()
+        b = self.buckets.get(key)
+        if b is None:
+            if len(self.buckets) >= MAX_BUCKETS:
+                self.buckets.popitem(last=False)
+            b = self.buckets[key] = [burst, now]
+        else:
+            self.buckets.move_to_end(key)
+        tokens = min(burst, b[0] + (now - b[1]) * rate)
+        b[1] = now
+        if tokens >= 1.0:
+            b[0] = tokens - 1.0
+            return 0.0
+        b[0] = tokens
+        return (1.0 - tokens) / rate
+
+    def wait(self, scope: Scope) -> float:
+        """A request counts against its token's bucket and against its address's, which is
+        ``ADDRESS_FACTOR`` times larger (several tokens may share an address) and stops a flood of
+        made-up tokens from one client."""
+        token = self._token_key(scope)
+        if token is not None:
+            w = self.allow(token)
+            if w > 0:
+                return w
+        return self.allow("a:" + client_address(scope), ADDRESS_FACTOR if token is not None else 1.0)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.rate <= 0 or scope["path"] == "/api/v1/health" or not (
+            scope["path"].startswith("/api/") or scope["path"] == "/metrics"
+        ):
+            await self.app(scope, receive, send)
+            return
+        wait = self.wait(scope)
+        if wait > 0:
+            self.metrics.rate_limited += 1
+            scope.setdefault("state", {})["audit_detail"] = "rate_limited"
+            retry = str(max(1, math.ceil(wait)))
+            await send_json(
+                send, 429, error_body("rate_limited", f"too many requests: at most {self.rate:g}/s; retry in {retry} s"),
+                [(b"retry-after", retry.encode())],
+            )
+            return
+        await self.app(scope, receive, send)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    def __init__(self, app: ASGIApp, max_body: int, upload_max: int, metrics: Metrics) -> None:
+        self.app = app
+        self.max_body = max_body
+        self.upload_max = upload_max
+        self.metrics = metrics
+
+    async def _refuse(self, scope: Scope, send: Send, limit: int) -> None:
+        self.metrics.too_large += 1
+        scope.setdefault("state", {})["audit_detail"] = "body_too_large"
+        await send_json(
+            send, 413, error_body("body_too_large", f"the request body is over the {limit:,}-byte limit"), [(b"connection", b"close")]
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        upload = scope["method"] == "POST" and scope["path"] == UPLOAD_PATH
+        limit = self.upload_max if upload else self.max_body
+        for k, v in scope.get("headers") or ():
+            if k == b"content-length":
+                try:
+                    declared = int(v)
+                except ValueError:
+                    declared = 0
+                if declared > limit:
+                    await self._refuse(scope, send, limit)
+                    return
+        if upload:
+            await self.app(scope, receive, send)  # the route counts and stops a chunked upload itself
+            return
+        seen = 0
+        started = False
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise BodyTooLarge()
+            return message
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited, tracking)
+        except BodyTooLarge:
+            if not started:
+                await self._refuse(scope, send, limit)
