@@ -48,6 +48,8 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-rules", action="store_true", help="run without the rule engine")
     p.add_argument("--max-flows", type=int, help="flow table cap (sensor.max_flows)")
     p.add_argument("--baseline", metavar="FILE.yaml", help="protect mode: alert on departures from this learned baseline")
+    p.add_argument("--model", metavar="FILE.joblib", help="score windows with this trained ML model (icswatch train)")
+    p.add_argument("--es-url", metavar="URL", help="also send alerts to Elasticsearch (or set ICSWATCH_ES_URL)")
     p.add_argument("--no-assets", action="store_true", help="do not update the asset inventory in the SQLite store")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
     p.add_argument("--json-summary", metavar="FILE", help="write the end summary as JSON")
@@ -60,6 +62,10 @@ def extra_detectors(args: argparse.Namespace) -> list[Any]:
         from detectors.baseline import BaselineDetector
 
         detectors.append(BaselineDetector.from_file(args.baseline))
+    if getattr(args, "model", None):
+        from detectors.ml.detector import MlDetector  # scikit-learn/PyOD load only when a model is used
+
+        detectors.append(MlDetector.from_file(args.model))
     return detectors
 
 
@@ -80,6 +86,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         cfg.rules.paths = list(args.rules)
     if args.no_rules:
         cfg.rules.enabled = False
+    if getattr(args, "es_url", None):
+        cfg.elasticsearch.urls = [u.strip() for u in args.es_url.split(",") if u.strip()]
     return cfg
 
 
