@@ -435,12 +435,11 @@ def build_alerting(
         path = alerts_out or oc.alerts_out
         if path:
             outs.append(EcsJsonlWriter(path))
-        es = getattr(config, "elasticsearch", None)
-        if es is not None and es.urls:
-            # bulk to Elasticsearch, spooled on disk while it is unreachable (docs/elasticsearch.md)
-            from alerts.es_sink import ElasticsearchSink
+        if getattr(config, "elasticsearch", None) is not None:
+            # bulk to Elasticsearch when a URL is set, spooled on disk while it is unreachable
+            from alerts.es_sink import es_outputs
 
-            outs.append(ElasticsearchSink.from_config(es, observer))
+            outs.extend(es_outputs(config, observer))
         linkage = getattr(config, "linkage", None)
         if linkage is not None and linkage.enabled:
             # incidents that reach the reporting level are queued (redacted) for the provincial platform

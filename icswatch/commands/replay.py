@@ -49,10 +49,13 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-flows", type=int, help="flow table cap (sensor.max_flows)")
     p.add_argument("--baseline", metavar="FILE.yaml", help="protect mode: alert on departures from this learned baseline")
     p.add_argument("--model", metavar="FILE.joblib", help="score windows with this trained ML model (icswatch train)")
-    p.add_argument("--es-url", metavar="URL", help="also send alerts to Elasticsearch (or set ICSWATCH_ES_URL)")
+
     p.add_argument("--no-assets", action="store_true", help="do not update the asset inventory in the SQLite store")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
     p.add_argument("--json-summary", metavar="FILE", help="write the end summary as JSON")
+    from icswatch.commands.es import add_es_options
+
+    add_es_options(p)
 
 
 def extra_detectors(args: argparse.Namespace) -> list[Any]:
@@ -86,8 +89,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
         cfg.rules.paths = list(args.rules)
     if args.no_rules:
         cfg.rules.enabled = False
-    if getattr(args, "es_url", None):
-        cfg.elasticsearch.urls = [u.strip() for u in args.es_url.split(",") if u.strip()]
+    from icswatch.commands.es import apply_es_args
+
+    apply_es_args(cfg, args)
     return cfg
 
 
@@ -137,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
         err.print(f"[red]icswatch:[/] {exc}")
         return 2
     alerting = None
-    if cfg.rules.enabled or cfg.outputs.sqlite or cfg.outputs.eve or args.alerts_out or detectors:
+    if cfg.rules.enabled or cfg.outputs.sqlite or cfg.outputs.eve or args.alerts_out or detectors or cfg.elasticsearch.urls:
         from alerts.runtime import build_alerting  # the alert half: detectors, incidents, stores, outputs
 
         alerting = build_alerting(cfg, detectors, alerts_out=args.alerts_out)
@@ -147,7 +151,10 @@ def run(args: argparse.Namespace) -> int:
         from sensor.assets import AssetInventory  # passive asset discovery, saved with the alerts
 
         inventory = AssetInventory()
-    on_event = _chain(writer, inventory.observe if inventory else None, alerting.on_event if alerting else None)
+    from alerts.es_sink import event_tap  # ICS events to Elasticsearch too, when configured
+
+    es_events = event_tap(alerting) if alerting else None
+    on_event = _chain(writer, inventory.observe if inventory else None, es_events, alerting.on_event if alerting else None)
     pipeline = Pipeline(cfg.sensor, on_event=on_event, on_tick=alerting.on_tick if alerting else None)
     from icswatch.commands.sniff import enable_evidence, evidence_options_from_args
 
