@@ -378,7 +378,7 @@ class _Pair:
         self.damped_at = now
         self.bcast = BROADCAST_UNITS.get(key[2], _NO_UNITS)
         self.was_new = new  # not in the known-pair set when it appeared (reported in its first window)
-        # the rhythm of each repeated operation (function, address): (last time, last period)
+        # the rhythm of each repeated operation ((function, unit) key, address): (last time, last period)
         self.polls: dict[tuple[int, int], tuple[float, float]] = {}
         self.restored = False  # carried over from training: its first window re-learns the timing state
 
@@ -687,7 +687,8 @@ class FeatureExtractor:
         per_sum = np.zeros(m)
         per_max = np.zeros(m)
         if len(rn):
-            o = np.argsort(rn, kind="stable")
+            # stable sort by pair: a radix sort when the rows fit 16 bits (numpy picks it for int16)
+            o = np.argsort(rn.astype(np.int16) if m < 32_768 else rn, kind="stable")
             rs, ts_ = rn[o], Tn[o]
             head = np.empty(len(rs), dtype=bool)
             head[0] = True
@@ -706,15 +707,19 @@ class FeatureExtractor:
             tail[:-1] = head[1:]
             for i, t in zip(rs[tail].tolist(), ts_[tail].tolist()):
                 active[i].last_req = t
-            self._rhythm(active, rn, Tn, Fn, An, per_n, per_sum, per_max)
-        # distinct functions and addresses per pair
-        fcode = np.unique(rn * 131_072 + (Fn.astype(np.int64) + 1))
+            gr, gf, gu, ga = self._rhythm(active, rn, Tn, Fn, An, Un, per_n, per_sum, per_max)
+        else:
+            gr = gf = gu = ga = np.zeros(0, dtype=np.int64)
+        # distinct functions and addresses per pair, from the distinct operations the rhythm grouped
+        fcode = np.sort(gr * 131_072 + (gf + 1))  # a few thousand operations: sort and drop repeats
+        if len(fcode) > 1:
+            fcode = fcode[np.concatenate(([True], fcode[1:] != fcode[:-1]))]
         frow = fcode // 131_072
         fval = (fcode % 131_072 - 1).tolist()
         fcut = np.searchsorted(frow, np.arange(m + 1)).tolist()
-        va = ~np.isnan(An)
-        akey = (np.nan_to_num(Un[va], nan=0.0).astype(np.int64) << 40) ^ An[va].astype(np.int64)
-        arow = rn[va]
+        va = ga >= 0
+        akey = (np.maximum(gu[va], 0) << 40) ^ ga[va]
+        arow = gr[va]
         ao = np.lexsort((akey, arow))
         arow, akey = arow[ao], akey[ao]
         if len(akey):
@@ -783,19 +788,21 @@ class FeatureExtractor:
 
     @staticmethod
     def _rhythm(active: list[_Pair], rn: np.ndarray, Tn: np.ndarray, Fn: np.ndarray, An: np.ndarray,
-                per_n: np.ndarray, per_sum: np.ndarray, per_max: np.ndarray) -> None:  # fmt: skip
-        """Per repeated operation (pair, function, address): the change between consecutive periods,
-        ``|g - g'| / max(g, g')`` (0 for a steady poll, towards 1 when requests are held, injected or
-        reordered), summed and maxed per pair. The last time and period of each operation carry over."""
+                Un: np.ndarray, per_n: np.ndarray, per_sum: np.ndarray,
+                per_max: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+        """Per repeated operation (pair, function, unit, address): the change between consecutive
+        periods, ``|g - g'| / max(g, g')`` (0 for a steady poll, towards 1 when requests are held,
+        injected or reordered), summed and maxed per pair. The last time and period of each operation
+        carry over. Returns the distinct operations (pair row, function, unit, address; -1 for none)."""
         ak = np.nan_to_num(An, nan=-1.0)
-        op = (Fn + 2.0) * 8_589_934_592.0 + (ak + 1.0)  # (function, address) in one exact float key
-        o = np.lexsort((op, rn))  # stable: within an operation, record order is time order
-        r2, op2, t2 = rn[o], op[o], Tn[o]
-        f2, a2 = Fn[o], ak[o]
+        uk = np.nan_to_num(Un, nan=-1.0)
+        fu = (Fn + 2.0) * 65_537.0 + (uk + 1.0)  # function and unit in one exact float key
+        o = np.lexsort((ak, fu, rn))  # stable: within an operation, record order is time order
+        r2, fu2, a2, t2 = rn[o], fu[o], ak[o], Tn[o]
         k = len(r2)
         head = np.empty(k, dtype=bool)
         head[0] = True
-        head[1:] = (r2[1:] != r2[:-1]) | (op2[1:] != op2[:-1])
+        head[1:] = (r2[1:] != r2[:-1]) | (fu2[1:] != fu2[:-1]) | (a2[1:] != a2[:-1])
         gap = np.empty(k)
         gap[1:] = t2[1:] - t2[:-1]
         prev = np.empty(k)
@@ -804,8 +811,12 @@ class FeatureExtractor:
         ends = np.empty(len(starts), dtype=np.int64)
         ends[:-1] = starts[1:] - 1
         ends[-1] = k - 1
-        keys = list(zip(r2[starts].astype(np.int64).tolist(), f2[starts].astype(np.int64).tolist(),
-                        a2[starts].astype(np.int64).tolist()))  # fmt: skip
+        g_r = r2[starts]
+        g_fu = fu2[starts].astype(np.int64)
+        g_f = g_fu // 65_537 - 2
+        g_u = g_fu % 65_537 - 1
+        g_a = a2[starts].astype(np.int64)
+        keys = list(zip(g_r.tolist(), g_fu.tolist(), g_a.tolist()))
         none = (_NAN, _NAN)
         carried = np.array([active[r].polls.get((f, a), none) for r, f, a in keys], dtype=np.float64).reshape(-1, 2)
         gap[starts] = t2[starts] - carried[:, 0]
@@ -828,6 +839,7 @@ class FeatureExtractor:
             polls = active[r].polls
             if len(polls) < MAX_POLLS or (f, a) in polls:
                 polls[(f, a)] = (t, g)
+        return g_r, g_f, g_u, g_a
 
     # -- hop boundaries ------------------------------------------------------------------------
     def _close(self, now: float) -> list[Window]:
