@@ -3,14 +3,11 @@
 - ``features``: per talker pair and protocol, per window (tumbling or sliding, 10 s by default), with
   per-host context and Kitsune-style damped statistics, computed incrementally from IcsEvents.
 - ``models``: PyOD detectors behind a scikit-learn pipeline (log, scaling, optional PCA), an ensemble,
-  and the threshold taken from the training score distribution.
+  and the threshold taken from the training score distribution (``kinds``: their names, import-free).
 - ``artifact``: the saved model (joblib payload behind a JSON header with versions, schema and a
   SHA-256 checksum), refused with a clear message when it does not match.
 - ``detector``: the online Detector that scores windows as they close and raises explained Alerts.
+- offline: ``dataset`` (captures -> windows), ``labels`` (ground truth formats), ``evaluation``.
 
-See docs/ml.md.
+Nothing is imported here: ``import detectors.ml.kinds`` (the CLI) must stay cheap. See docs/ml.md.
 """
-
-from detectors.ml.features import FeatureExtractor, Window, WindowConfig, feature_names
-
-__all__ = ["FeatureExtractor", "Window", "WindowConfig", "feature_names"]

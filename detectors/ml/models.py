@@ -49,10 +49,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.utils import check_array
 
-MODEL_KINDS = ("iforest", "ecod", "copod", "hbos", "lof", "knn", "mlpae", "ensemble")
-DEFAULT_KIND = "ensemble"
-DEFAULT_ENSEMBLE = ("lof", "ecod")  # chosen on the crafted scenarios and IPAL, see docs/ml.md
-COMBINE = ("average", "max")
+from detectors.ml.kinds import COMBINE, DEFAULT_ENSEMBLE, DEFAULT_KIND, MODEL_KINDS
+
 SCALE_FLOOR = 0.05  # log units
 MAX_NEIGHBOUR_ROWS = 20_000  # LOF / KNN / autoencoder train on at most this many rows (evenly spaced)
 ECDF_GRID = 2048  # quantile points kept per feature by StableECOD / StableCOPOD

@@ -23,7 +23,7 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from detectors.ml.models import DEFAULT_KIND
+    from detectors.ml.kinds import DEFAULT_KIND
 
     p = sub.add_parser(
         "eval",
@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="CAPTURE",
         help="the unmanipulated trace backtrack indices refer to (default: test.pcap beside)",
     )
-    p.add_argument("--models", default=f"{DEFAULT_KIND},lof,ecod,iforest",
+    p.add_argument("--models", default=f"{DEFAULT_KIND},lof,ecod,iforest,baseline",
                    help="comma-separated rows: iforest, ecod, copod, hbos, lof, knn, mlpae, ensemble, "
                    "ensemble:a+b, baseline (default %(default)s)")  # fmt: skip
     p.add_argument("--model-file", action="append", default=[], metavar="MODEL.joblib",

@@ -49,6 +49,10 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-flows", type=int, help="flow table cap (sensor.max_flows)")
     p.add_argument("--baseline", metavar="FILE.yaml", help="protect mode: alert on departures from this learned baseline")
     p.add_argument("--model", metavar="FILE.joblib", help="score windows with this trained ML model (icswatch train)")
+    p.add_argument("--model-cooldown", type=float, default=300.0, metavar="SECONDS",
+                   help="quiet time per talker pair after an ML alert (default 300)")
+    p.add_argument("--allow-version-mismatch", action="store_true",
+                   help="load a model written by other scikit-learn/PyOD versions")
 
     p.add_argument("--no-assets", action="store_true", help="do not update the asset inventory in the SQLite store")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
@@ -68,7 +72,13 @@ def extra_detectors(args: argparse.Namespace) -> list[Any]:
     if getattr(args, "model", None):
         from detectors.ml.detector import MlDetector  # scikit-learn/PyOD load only when a model is used
 
-        detectors.append(MlDetector.from_file(args.model))
+        detectors.append(
+            MlDetector.from_file(
+                args.model,
+                cooldown=getattr(args, "model_cooldown", 300.0),
+                allow_version_mismatch=getattr(args, "allow_version_mismatch", False),
+            )
+        )
     return detectors
 
 

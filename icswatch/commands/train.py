@@ -16,7 +16,7 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from detectors.ml.models import COMBINE, DEFAULT_ENSEMBLE, DEFAULT_KIND, MODEL_KINDS
+    from detectors.ml.kinds import COMBINE, DEFAULT_ENSEMBLE, DEFAULT_KIND, MODEL_KINDS
 
     p = sub.add_parser(
         "train",
