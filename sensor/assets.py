@@ -429,47 +429,110 @@ def _role_from_identity(identity: dict[str, dict[str, Any]]) -> tuple[str, str] 
 # --------------------------------------------------------------------------------------------------
 
 
+MAX_PENDING_SIGNATURES = 65_536  # distinct signatures held before they are folded into the assets
+
+
 class AssetInventory:
-    """Builds ``Asset`` records from events. ``observe`` is the per-event hook (cheap: two dict
-    lookups and a few counter increments); it returns an empty list so the inventory can also sit
-    in the alerting runtime's detector list."""
+    """Builds ``Asset`` records from events. ``observe`` is the per-event hook; it returns an empty
+    list so the inventory can also sit in the alerting runtime's detector list.
+
+    Why the hot path only counts: a polling plant repeats the same few operations between the same
+    pairs millions of times, and each one would cost a dozen dict and counter updates. ``observe``
+    instead bumps one counter per event *signature* (flow, endpoints, protocol, direction, category,
+    function, unit) with its first and last time; the signatures are folded into the assets
+    (with their multiplicity) whenever anyone reads ``assets`` / ``records()`` / ``stats()``, or
+    when ``MAX_PENDING_SIGNATURES`` accumulate. Events that carry an identity, or that name another
+    protocol (a SYN to an ICS port), take the direct path."""
 
     name = "assets"
 
     def __init__(self, max_assets: int = MAX_ASSETS) -> None:
-        self.assets: dict[str, Asset] = {}
+        self._assets: dict[str, Asset] = {}
         self.max_assets = max_assets
         self.dropped = 0  # events whose asset could not be created (cap reached)
         self.events = 0
         self._ports = service_ports()
+        # signature -> [events, first ts, last ts, its first event]
+        self._pending: dict[tuple[Any, ...], list[Any]] = {}
+
+    @property
+    def assets(self) -> dict[str, Asset]:
+        """address -> Asset, with every event observed so far folded in."""
+        if self._pending:
+            self._fold()
+        return self._assets
 
     # -- the per-event hook -----------------------------------------------------------------------
     def observe(self, event: IcsEvent) -> list:
         self.events += 1
+        fields = event.fields
+        if fields and ("identity" in fields or "ics_protocol" in fields):
+            self._apply(event, event.ts, event.ts, 1)
+            return []
+        flow_id = event.flow_id
+        if not flow_id:
+            self._apply(event, event.ts, event.ts, 1)
+            return []
+        # The flow table fixes a flow's transport and the MACs of each of its directions when the flow
+        # starts; the rest of the signature is what can vary between the flow's events.
+        key = (
+            flow_id, event.src, event.sport, event.dst, event.dport, event.protocol, event.direction,
+            event.category, event.function_name, event.unit,
+        )
+        ts = event.ts
+        agg = self._pending.get(key)
+        if agg is None:
+            if len(self._pending) >= MAX_PENDING_SIGNATURES:
+                self._fold()
+            self._pending[key] = [1, ts, ts, event]
+        else:
+            agg[0] += 1
+            if ts > agg[2]:
+                agg[2] = ts
+            elif ts < agg[1]:
+                agg[1] = ts
+        return []
+
+    def tick(self, ts: float) -> list:
+        return []
+
+    def flush(self) -> list:
+        if self._pending:
+            self._fold()
+        return []
+
+    def _fold(self) -> None:
+        """Apply the counted signatures, oldest first (so bounded lists keep what came first)."""
+        pending = self._pending
+        self._pending = {}
+        for count, first, last, event in sorted(pending.values(), key=lambda agg: agg[1]):
+            self._apply(event, first, last, count)
+
+    def _apply(self, event: IcsEvent, first: float, last: float, count: int) -> None:
+        """``count`` events like ``event``, seen between ``first`` and ``last``, update the assets."""
         if event.transport == "l2":
             client, server, client_is_src = event.src_mac or event.src, event.dst_mac or event.dst, True
         else:
             client, server, client_is_src = orient(event, self._ports)
-        ts = event.ts
         proto = protocol_of(event)
         cmac = event.src_mac if client_is_src else event.dst_mac
         smac = event.dst_mac if client_is_src else event.src_mac
-        c = self._asset(client, ts, cmac)
-        s = self._asset(server, ts, smac)
+        c = self._asset(client, first, last, cmac, count)
+        s = self._asset(server, first, last, smac, count)
         if c is not None:
-            c.client_protocols[proto] += 1
+            c.client_protocols[proto] += count
             if event.direction == REQUEST and client_is_src:
-                c.initiated[event.category] += 1
+                c.initiated[event.category] += count
                 if event.category == PROGRAM or event.function_name.startswith(ENGINEERING_PREFIXES):
                     key = f"{proto} {event.function_name}"
                     if key in c.engineering_ops or len(c.engineering_ops) < 16:
-                        c.engineering_ops[key] += 1
-            _peer(c, server)
+                        c.engineering_ops[key] += count
+            _peer(c, server, count)
         if s is not None:
-            s.server_protocols[proto] += 1
+            s.server_protocols[proto] += count
             if event.unit is not None and event.unit not in s.units and len(s.units) < MAX_UNITS:
                 s.units.append(event.unit)
-            _peer(s, client)
+            _peer(s, client, count)
         fields = event.fields
         if fields:
             ident = fields.get("identity")
@@ -478,30 +541,23 @@ class AssetInventory:
                 owner = c if client_is_src else s
                 if owner is not None:
                     _merge_identity(owner.identity.setdefault(proto, {}), ident)
-        return []
 
-    def tick(self, ts: float) -> list:
-        return []
-
-    def flush(self) -> list:
-        return []
-
-    def _asset(self, address: str, ts: float, mac: str | None) -> Asset | None:
-        a = self.assets.get(address)
+    def _asset(self, address: str, first: float, last: float, mac: str | None, count: int) -> Asset | None:
+        a = self._assets.get(address)
         if a is None:
             if not is_host_address(address):
                 return None
-            if len(self.assets) >= self.max_assets:
-                self.dropped += 1
+            if len(self._assets) >= self.max_assets:
+                self.dropped += count
                 return None
-            a = self.assets[address] = Asset(address, ts, ts)
+            a = self._assets[address] = Asset(address, first, last)
         else:
             # capture time can go backwards (merged files, clock restarts): keep the true extremes
-            if ts > a.last_seen:
-                a.last_seen = ts
-            elif ts < a.first_seen:
-                a.first_seen = ts
-        a.events += 1
+            if last > a.last_seen:
+                a.last_seen = last
+            if first < a.first_seen:
+                a.first_seen = first
+        a.events += count
         if mac and mac not in a.macs and not _unusable_mac(mac) and len(a.macs) < MAX_MACS:
             a.macs.append(mac)
         return a
@@ -549,14 +605,14 @@ class AssetInventory:
         return {"assets": len(self.assets), "events": self.events, "dropped_over_cap": self.dropped}
 
 
-def _peer(a: Asset, peer: str) -> None:
+def _peer(a: Asset, peer: str, count: int = 1) -> None:
     peers = a.peers
     if peer in peers:
-        peers[peer] += 1
+        peers[peer] += count
     else:
         a.peer_count += 1
         if len(peers) < MAX_PEERS:
-            peers[peer] = 1
+            peers[peer] = count
 
 
 def address_sort_key(addr: str) -> tuple[int, int, str]:

@@ -14,6 +14,7 @@ timeouts in capture time (on a monotonic clock that ignores capture clock restar
 
 from __future__ import annotations
 
+import itertools
 import socket
 import traceback
 from collections import Counter
@@ -25,6 +26,11 @@ from sensor.events import IcsEvent
 from sensor.protocols import Registry
 from sensor.protocols.base import Analyzer, ProtocolSpec, Session
 from sensor.reassembly import TcpStream
+
+# Flow ids are unique in the process, not only in one file's table: events of two captures replayed
+# by one sensor must never share a flow id (per-flow evidence, ML features and the asset inventory
+# key on it).
+_flow_ids = itertools.count(1)
 
 SYN, ACK, FIN, RST = 0x02, 0x10, 0x01, 0x04
 PROBE_TRIES = 4  # data segments a flow on an unknown port is probed with before giving up
@@ -91,7 +97,6 @@ class FlowTable:
         self.counters = Counters()
         self.flows: dict[tuple, tuple[Flow, bool]] = {}
         self.count = 0  # live flows
-        self.next_id = 1
         self.now = 0.0
         self.errors: list[str] = []  # first analyzer tracebacks (for bug reports), bounded
         self.talkers: Counter[tuple[str, str, str]] = Counter()  # (protocol, client, server) -> events
@@ -372,8 +377,7 @@ class FlowTable:
             self.evict()
         rkey = (key[2], key[3], key[0], key[1], key[4])
         keys = (key, rkey) if sender_is_client else (rkey, key)
-        flow = Flow(self.next_id, transport, keys, self.now)
-        self.next_id += 1
+        flow = Flow(next(_flow_ids), transport, keys, self.now)
         flow.client_port, flow.server_port = cport, sport
         flow.session = Session(
             flow.id,

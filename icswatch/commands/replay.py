@@ -128,6 +128,15 @@ def _chain(*callbacks: Callable[[Any], None] | None) -> Callable[[Any], None] | 
     if len(live) == 1:
         return live[0]
 
+    if len(live) == 2:  # the usual replay: assets and alerting; straight calls, no loop per event
+        first, second = live
+
+        def call2(x: Any) -> None:
+            first(x)
+            second(x)
+
+        return call2
+
     def call(x: Any) -> None:
         for c in live:
             c(x)
