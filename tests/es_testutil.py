@@ -31,17 +31,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from browser import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 RULE_PCAPS = sorted(glob.glob(str(REPO / "pcaps" / "rule_*.pcap")))
 ATTACK_PCAPS = sorted(glob.glob(str(REPO / "pcaps" / "*_attack.pcap")))
 ENV_URL = "ICSWATCH_TEST_ES_URL"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def noida_binary() -> str | None:

@@ -7,29 +7,22 @@ import base64
 import json
 import os
 import secrets
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 import httpx
+from browser import Chromium, chromium_path, free_port  # noqa: F401 - re-exported to the page tests
 
 REPO = Path(__file__).resolve().parents[1]
 USCC_A = "91350100M000100Y43"
 USCC_B = "914403001922038216"
 USCC_C = "91110000100005220B"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def master_key_b64() -> str:
@@ -53,7 +46,7 @@ class ProvinceServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 20.0) -> "ProvinceServer":
+    def start(self, timeout: float = 20.0) -> ProvinceServer:
         fh = open(self.log, "ab")
         self.proc = subprocess.Popen(
             [
@@ -159,9 +152,9 @@ def signed_request(
 
 
 def sample_report(incident_id: str = "inc-0001", level: int = 2, **over: Any) -> dict[str, Any]:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     report = {
         "schema_version": "1",
         "incident_id": incident_id,
@@ -188,131 +181,6 @@ def dumps(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False).encode()
 
 
-# -- headless Chromium -------------------------------------------------------------------------------
-
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-dev-shm-usage",
-    "--hide-scrollbars",
-    "--mute-audio",
-)
-
-
-def chromium_path() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        p = shutil.which(name)
-        if p:
-            return p
-    return None
-
-
-class Chromium:
-    """Just enough of the DevTools protocol: navigate, evaluate JavaScript, take a screenshot."""
-
-    def __init__(self, width: int = 1440, height: int = 1000) -> None:
-        exe = chromium_path()
-        if exe is None:
-            raise RuntimeError("chromium is not installed (apt-get install chromium)")
-        self.profile = tempfile.mkdtemp(prefix="icswatch-chromium-")
-        self.proc = subprocess.Popen(
-            [
-                exe,
-                *CHROMIUM_FLAGS,
-                f"--user-data-dir={self.profile}",
-                "--remote-debugging-port=0",
-                f"--window-size={width},{height}",
-                "about:blank",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        port_file = Path(self.profile) / "DevToolsActivePort"
-        end = time.monotonic() + 30
-        while not port_file.exists() or not port_file.read_text().strip():
-            if time.monotonic() > end or self.proc.poll() is not None:
-                self.close()
-                raise RuntimeError("chromium did not start")
-            time.sleep(0.05)
-        port = int(port_file.read_text().split()[0])
-        pages = []
-        while not pages and time.monotonic() < end:
-            pages = [t for t in httpx.get(f"http://127.0.0.1:{port}/json", timeout=5).json() if t.get("type") == "page"]
-            time.sleep(0.05)
-        from contextlib import ExitStack
-
-        from websockets.sync.client import connect
-
-        self._stack = ExitStack()
-        self.ws = self._stack.enter_context(
-            connect(pages[0]["webSocketDebuggerUrl"], max_size=64 * 1024 * 1024, open_timeout=10)
-        )
-        self._id = 0
-        self._lock = threading.Lock()
-        self.console: list[str] = []
-        self.call("Runtime.enable")
-        self.call("Page.enable")
-
-    def call(self, method: str, params: dict[str, Any] | None = None, timeout: float = 30.0) -> dict[str, Any]:
-        with self._lock:
-            self._id += 1
-            my = self._id
-            self.ws.send(json.dumps({"id": my, "method": method, "params": params or {}}))
-            end = time.monotonic() + timeout
-            while True:
-                msg = json.loads(self.ws.recv(timeout=max(0.1, end - time.monotonic())))
-                if msg.get("id") == my:
-                    if "error" in msg:
-                        raise RuntimeError(f"{method}: {msg['error']}")
-                    return msg.get("result", {})
-                if msg.get("method") == "Runtime.exceptionThrown":
-                    self.console.append(json.dumps(msg["params"].get("exceptionDetails", {}))[:500])
-
-    def navigate(self, url: str) -> None:
-        self.call("Page.navigate", {"url": url})
-
-    def eval(self, expression: str) -> Any:
-        r = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True})
-        if "exceptionDetails" in r:
-            raise RuntimeError(f"JavaScript error: {r['exceptionDetails']}")
-        return r.get("result", {}).get("value")
-
-    def wait_for(self, expression: str, timeout: float = 20.0) -> Any:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            try:
-                v = self.eval(expression)
-            except RuntimeError:
-                v = None
-            if v:
-                return v
-            time.sleep(0.1)
-        raise TimeoutError(f"waited {timeout} s for {expression}")
-
-    def screenshot(self, path: Path) -> None:
-        data = self.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})["data"]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(base64.b64decode(data))
-
-    def close(self) -> None:
-        try:
-            self._stack.close()
-        except Exception:  # noqa: BLE001 - the browser may already be gone
-            pass
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        shutil.rmtree(self.profile, ignore_errors=True)
-
-
 class ThreadServer:
     """A real uvicorn server in a thread of the test process (quick to start; stoppable)."""
 
@@ -330,7 +198,7 @@ class ThreadServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "ThreadServer":
+    def start(self) -> ThreadServer:
         self.thread.start()
         end = time.monotonic() + 15
         while not self.server.started:

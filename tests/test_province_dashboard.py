@@ -106,7 +106,7 @@ def test_dashboard_loads_counts_switches_language_and_screenshots(site: dict) ->
         assert int(browser.eval("document.getElementById('kpi-incidents').textContent")) == api_total
         browser.eval("document.getElementById('lang').click()")
         assert browser.eval("document.body.dataset.lang") == "zh"
-        assert not browser.console, browser.console
+        assert not browser.exceptions, browser.exceptions
     finally:
         browser.close()
     assert SCREENSHOT.stat().st_size > 20_000
