@@ -7,14 +7,44 @@ named flags for the common ones). Errors name the key and what is wrong:
 
 from __future__ import annotations
 
+import importlib.resources
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_RULES_DIR = REPO_ROOT / "rules"
+RULES_PACKAGE = "icswatch_rules"  # the top-level rules/ folder, shipped under this name (pyproject.toml)
+
+
+def source_checkout() -> Path | None:
+    """The root of the source tree icswatch runs from (a clone or an unpacked sdist); None when it runs
+    from an installed wheel. Only what exists solely in a checkout depends on it: the rules' example
+    captures (pcaps/), file names shown relative to the repository, PYTHONPATH for a child process."""
+    root = Path(__file__).resolve().parent.parent
+    if (root / "pyproject.toml").is_file() and (root / "rules" / "__init__.py").is_file():
+        return root
+    return None
+
+
+def default_rules_dir() -> Path:
+    """The folder of the default rules (``*.yaml``) and named lists (``lists/default.yaml``).
+
+    Code run from a source tree uses that tree's ``rules/`` (so a checkout never mixes its code with
+    the rules of some other installed icswatch); otherwise the installed ``icswatch_rules`` package.
+    """
+    root = source_checkout()
+    if root is not None:
+        return root / "rules"
+    try:
+        found = importlib.resources.files(RULES_PACKAGE)
+    except ModuleNotFoundError:
+        raise ConfigError(
+            f"the default rules (package {RULES_PACKAGE}) are not installed: reinstall icswatch, or set rules.paths"
+        ) from None
+    if not isinstance(found, Path):  # e.g. imported from a zip archive: the loader needs real files
+        raise ConfigError(f"the default rules are inside an archive ({found}): set rules.paths to a folder")
+    return found
 
 
 class ConfigError(Exception):
@@ -30,10 +60,26 @@ class SensorConfig(_Model):
 
     max_flows: int = Field(200_000, ge=16, description="flows kept at once; the idlest is evicted beyond")
     max_flow_buffer: int = Field(1 << 20, ge=4096, description="out-of-order bytes buffered per TCP direction")
+    max_buffered_bytes: int = Field(
+        64 << 20,
+        ge=1 << 20,
+        description="bytes held across all flows while waiting for more (out-of-order TCP segments, partial "
+        "PDUs, unfinished DNP3 fragments / OPC UA messages / COTP sequences); beyond it the longest-waiting "
+        "holder gives up its bytes (counted buffered_bytes_cap)",
+    )
     tcp_idle_timeout: float = Field(600.0, gt=0, description="seconds of capture time before an idle TCP flow ends")
     udp_idle_timeout: float = Field(120.0, gt=0, description="seconds of capture time before an idle UDP flow ends")
     max_fragment_sets: int = Field(4096, ge=0, description="IPv4/IPv6 datagrams being reassembled at once")
+    max_fragment_bytes: int = Field(
+        16 << 20, ge=65536, description="bytes of fragments held across all incomplete datagrams (the oldest go first)"
+    )
     fragment_timeout: float = Field(30.0, gt=0, description="seconds before an incomplete fragmented datagram is dropped")
+    max_clock_jump: float = Field(
+        3600.0,
+        gt=0,
+        description="seconds: a forward jump of capture time larger than this (a packet dated 2100, a clock "
+        "step) is not taken as time passing for idle timeouts (counted capture_clock_jump_forward)",
+    )
     signature_probe_bytes: int = Field(64, ge=1, description="payload bytes a flow on an unknown port is probed with")
     name: str = Field("icswatch-sensor", description="sensor name (observer.name in alerts)")
     enterprise_id: str = Field("", description="enterprise id used when reporting to the province")
@@ -83,14 +129,17 @@ class RulesConfig(_Model):
                     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)).timestamp()
             raise ConfigError(f"rules.suppress: until: {value!r} is not an ISO 8601 date/time or epoch seconds")
 
-    paths: list[str] = Field(default_factory=lambda: [str(DEFAULT_RULES_DIR)], description="rule files or folders")
+    paths: list[str] = Field(
+        default_factory=lambda: [str(default_rules_dir())],
+        description="rule files or folders (default: the rules shipped with icswatch, rules/ in a checkout)",
+    )
     lists: dict[str, list[str | int]] = Field(
         default_factory=dict,
         description="named lists (allowed_masters, engineering_workstations, critical_assets, ...): IPs, CIDRs or "
         "values; a name here replaces the same name from lists_file",
     )
     lists_file: str | None = Field(
-        str(DEFAULT_RULES_DIR / "lists" / "default.yaml"),
+        default_factory=lambda: str(default_rules_dir() / "lists" / "default.yaml"),
         description="YAML file of named lists (`lists: {name: [entries]}`), merged under `lists`; empty for none",
     )
     enabled: bool = True
@@ -150,8 +199,23 @@ class LinkageConfig(_Model):
         None, description="file holding the HMAC secret (mode 0600), when the variable is unset"
     )
     ca_file: str | None = Field(
-        None, description="CA bundle to verify the platform's TLS certificate; unset = system CAs"
+        None, description="CA bundle (PEM) to verify the platform's TLS certificate, e.g. the province's own CA; unset = system CAs"
     )
+    verify_tls: bool = Field(
+        True, description="verify the platform's TLS certificate and host name (switch off only on a lab platform)"
+    )
+    client_cert: str | None = Field(
+        None, description="PEM certificate presented to the platform (mutual TLS, when the platform asks for one)"
+    )
+    client_key: str | None = Field(None, description="PEM private key of client_cert (mode 0600)")
+    tls_min_version: str = Field(
+        "1.2", pattern=r"^1\.[23]$", description="lowest TLS version accepted from the platform: 1.2 or 1.3"
+    )
+
+    @field_validator("tls_min_version", mode="before")
+    @classmethod
+    def _version_as_text(cls, value: Any) -> Any:
+        return f"{value:g}" if isinstance(value, float) else value  # YAML reads 1.3 as a number
     timeout: float = Field(10.0, gt=0, le=300, description="seconds to wait for the platform per request")
     outbox: str = Field(
         "var/linkage-outbox.db", description="SQLite outbox: reports wait here until the platform accepted them"
@@ -212,6 +276,8 @@ class LinkageConfig(_Model):
                 ipaddress.ip_network(n, strict=False)
             except ValueError:
                 raise ValueError(f"redact_networks: {n!r} is not a CIDR such as 10.0.0.0/8") from None
+        if bool(self.client_cert) != bool(self.client_key):
+            raise ValueError("client_cert and client_key: give both (mutual TLS) or neither")
         if self.enabled:
             if not self.url.startswith(("https://", "http://")):
                 raise ValueError("url: an http(s) URL of the provincial platform is needed when linkage is enabled")
@@ -241,8 +307,13 @@ class ApiConfig(_Model):
     cors_origins: list[str] = Field(
         default_factory=list, description="origins allowed to call the API from a browser (exact, e.g. https://soc.example); none = same origin only"
     )
-    rate_limit: float = Field(50.0, ge=0, description="requests per second allowed per token (or per address without one); 0 = no limit")
+    rate_limit: float = Field(50.0, ge=0, description="requests per second allowed per API token (requests that authenticated); 0 = no limit")
     rate_burst: int = Field(200, ge=1, description="requests allowed at once above the rate (token bucket size)")
+    anonymous_rate_limit: float | None = Field(
+        None, ge=0, description="requests per second per client address for requests that did not authenticate "
+        "(no token, an unknown or revoked one); unset = rate_limit, 0 = no limit"
+    )
+    anonymous_rate_burst: int | None = Field(None, ge=1, description="bucket size of anonymous_rate_limit; unset = rate_burst")
     baseline: str | None = Field(None, description="baseline YAML shown by /api/v1/baseline and changed by false-positive acceptance")
     sensor_stats: list[str] = Field(
         default_factory=list, description="`icswatch sniff --stats-json` files of the running sensors (status and counters)"
@@ -308,7 +379,15 @@ class ElasticsearchConfig(_Model):
             self.urls = [u for u in (x.strip() for x in raw.split(",")) if u]
         for u in self.urls:
             if not u.startswith(("http://", "https://")):
-                raise ValueError(f"urls: {u!r} is not an http(s) URL such as https://es.plant.local:9200")
+                from alerts.logsafe import redact_url
+
+                raise ValueError(f"urls: {redact_url(u)!r} is not an http(s) URL such as https://es.plant.local:9200")
+
+    def __repr_args__(self) -> Any:  # a URL's password never shows in a repr (tracebacks, debug lines)
+        from alerts.logsafe import redact_url
+
+        for name, value in super().__repr_args__():
+            yield name, ([redact_url(u) for u in value] if name == "urls" else value)
 
 
 class Config(_Model):

@@ -31,20 +31,38 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from fastapi import Request
 from starlette.requests import ClientDisconnect
 
+from api.enterprise.adapters import JOB_ID_RE
 from api.enterprise.errors import ApiError
 from api.enterprise.settings import EnterpriseSettings
 from api.enterprise.state import StateStore
 
 log = logging.getLogger(__name__)
-REPO_ROOT = Path(__file__).resolve().parents[2]
 MAX_RESULT_ALERTS = 50_000
 LABEL_MAX = 200
+
+
+def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a replay child (``python -m api.enterprise.replay_job``).
+
+    Run from a source checkout, the API's code may be importable only because the checkout is the
+    current directory or on PYTHONPATH: the child gets the checkout first on PYTHONPATH, so it runs
+    the same code from any directory. An installed icswatch needs nothing (the same interpreter finds
+    its own packages), and putting site-packages on PYTHONPATH would move it ahead of the stdlib.
+    """
+    from icswatch.config import source_checkout
+
+    env = dict(environ)
+    root = source_checkout()
+    if root is not None:
+        env["PYTHONPATH"] = str(root) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
 
 
 def capture_format(head: bytes, path: Path) -> str | None:
@@ -204,8 +222,7 @@ class JobManager:
     def _run(self, job: dict[str, Any]) -> None:
         job_id = job["id"]
         d = Path(job["dir"])
-        env = dict(os.environ)
-        env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env = child_environment(os.environ)
         with open(d / "job.log", "ab") as logf:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "api.enterprise.replay_job", "--job", job_id, "--settings", str(self._settings_path())],
@@ -261,7 +278,18 @@ class JobManager:
             raise ApiError(404, "not_found", f"no replay job {job_id!r}")
         return self.state.finish_job(job_id, "cancelled", error="cancelled by an analyst")
 
+    def job_dir(self, job_id: str) -> Path:
+        """``upload_dir/<job id>``, for a well-formed id only: the id is the one name a client supplies,
+        and it never becomes a path outside the upload directory (the routes check the pattern too)."""
+        if not JOB_ID_RE.match(job_id):
+            raise ApiError(422, "invalid_job_id", "a job id is job_ and 16 hex digits")
+        d = self.root / job_id
+        if d.resolve().parent != self.root.resolve():
+            raise ApiError(404, "not_found", f"no replay job {job_id!r}")  # a link planted in the upload dir
+        return d
+
     def delete(self, job_id: str) -> bool:
+        d = self.job_dir(job_id)
         job = self.state.job(job_id)
         if job is None:
             return False
@@ -276,13 +304,11 @@ class JobManager:
         if self.on_delete is not None:
             self.on_delete(job_id)
         self.state.forget_dataset(job_id)
-        d = self.root / job_id
-        if d.parent == self.root:
-            shutil.rmtree(d, ignore_errors=True)
+        shutil.rmtree(d, ignore_errors=True)
         return self.state.delete_job(job_id)
 
     def summary(self, job_id: str) -> dict[str, Any] | None:
-        p = self.root / job_id / "summary.json"
+        p = self.job_dir(job_id) / "summary.json"
         try:
             return json.loads(p.read_text(encoding="utf-8"))
         except (OSError, ValueError):

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from api.enterprise.state import StateStore
-from icswatch.config import REPO_ROOT, Config, RulesConfig
+from icswatch.config import Config, RulesConfig, source_checkout
 
 
 def rules_config(config: Config, state: StateStore | None) -> RulesConfig:
@@ -60,8 +60,14 @@ def build_engine(config: Config, state: StateStore | None) -> Any:
 
 
 def _relative(path: str) -> str:
+    """A rule file as the dashboard shows it: relative to the repository when run from a checkout
+    (``rules/modbus.yaml``), else its full path (an installed icswatch's default rules live in the
+    ``icswatch_rules`` package folder, which is where an operator would look for them)."""
+    root = source_checkout()
+    if root is None:
+        return path
     try:
-        return Path(path).resolve().relative_to(REPO_ROOT).as_posix()
+        return Path(path).resolve().relative_to(root).as_posix()
     except (ValueError, OSError):
         return path
 

@@ -20,7 +20,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from icswatch.config import REPO_ROOT, Config, load_config
+from icswatch.config import Config, load_config, source_checkout
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -237,15 +237,20 @@ def _self_test(cfg: Config, args: argparse.Namespace, err: Console) -> int:
         table.add_column(col, overflow="fold")
     failures = 0
     checked = 0
+    missing = 0
     cache: dict[Path, list[Any]] = {}
+    # The rules' captures (pcaps/...) are named relative to the repository and are not installed with
+    # the wheel: from an installed icswatch they are looked up under the current directory (a clone).
+    base = source_checkout() or Path.cwd()
     for r in engine.active:
         if args.rule and not any(fnmatch.fnmatchcase(r.id, g) for g in args.rule):
             continue
         for rel, expected in r.rule.captures.items():
-            path = Path(rel) if Path(rel).is_absolute() else REPO_ROOT / rel
+            path = Path(rel) if Path(rel).is_absolute() else base / rel
             if not path.is_file():
                 table.add_row(r.id, rel, str(expected), "missing", "[red]FAIL[/]")
                 failures += 1
+                missing += 1
                 continue
             if path not in cache:
                 cache[path], _ = replay_alerts([path], cfg)
@@ -255,6 +260,12 @@ def _self_test(cfg: Config, args: argparse.Namespace, err: Console) -> int:
             checked += 1
             table.add_row(r.id, rel, str(expected), str(got), "ok" if ok else "[red]FAIL[/]")
     Console().print(table)
+    if missing and source_checkout() is None:
+        err.print(
+            f"{missing} capture(s) not found under {base}: the rules' captures ship with the source repository "
+            "(pcaps/), not with the installed package; run this from a clone of it",
+            style="yellow", highlight=False, markup=False,
+        )
     if failures or engine.errors:
         err.print(f"{failures} capture check(s) failed", style="red")
         return 1
