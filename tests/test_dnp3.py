@@ -98,6 +98,18 @@ def test_crc_of_real_headers():
     assert crc16_dnp(bytes.fromhex("c1c2040c010000010003016400000064")) == 0x9A63
 
 
+def test_crc_library_and_pure_python_fallback_agree():
+    """The link layer uses fastcrc when installed; its table-driven fallback must give the same CRCs."""
+    import random
+
+    from sensor.protocols import dnp3
+
+    rng = random.Random(7)
+    blocks = [b"", b"123456789"] + [rng.randbytes(rng.randint(1, 16)) for _ in range(500)]
+    assert [dnp3._crc16_dnp_table(b) for b in blocks] == [dnp3._crc(b) for b in blocks]
+    assert dnp3._crc16_dnp_table(b"123456789") == 0xEA82
+
+
 def test_crc_slices_and_add_crcs():
     data = bytes(range(40))
     assert crc16_dnp(data, 3, 19) == crc16_dnp(data[3:19])

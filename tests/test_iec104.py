@@ -10,7 +10,6 @@ pure builders of tools/pcapgen/iec104.py.
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 from collections import Counter
@@ -326,7 +325,7 @@ def test_measured_values_quality_and_sequence():
     elements = [gen.flt_q(1.5), gen.flt_q(2.5, gen.NT | gen.IV), gen.flt_q(float("nan"), gen.OV)]
     [ev] = h.server(i_frame(sequence_objects(13, INROGEN, 4001, elements)))
     assert ev.objects == ("ioa:4001", "ioa:4002", "ioa:4003") and ev.values[:2] == (1.5, 2.5)
-    assert math.isnan(ev.values[2]) and ev.fields["quality"] == ["ov", "nt", "iv"]
+    assert ev.values[2] == "nan" and ev.fields["quality"] == ["ov", "nt", "iv"]
     json.dumps(ev.to_dict())  # NaN survives serialisation (json allows it)
 
 

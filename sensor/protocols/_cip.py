@@ -39,6 +39,7 @@ References (ODVA, "The CIP Networks Library"):
 
 from __future__ import annotations
 
+import math
 import struct
 from typing import Any
 
@@ -738,7 +739,10 @@ def tag_write_values(sc: int, buf: Any, off: int, end: int) -> tuple[Any, ...] |
     size = struct.calcsize("<" + fmt)
     if off + 4 + n * size > end:
         return None
-    return struct.unpack_from("<" + fmt * n, buf, off + 4)
+    values = struct.unpack_from("<" + fmt * n, buf, off + 4)
+    if fmt in ("f", "d"):  # NaN and the infinities are not JSON numbers: kept as text, as elsewhere
+        values = tuple(v if math.isfinite(v) else repr(v) for v in values)
+    return values
 
 
 _ELEMENTARY = {

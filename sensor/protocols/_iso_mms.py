@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from sensor.events import OTHER, REQUEST, RESPONSE, SESSION
 from sensor.protocols._mms import mms_event_values, parse_mms
+from sensor.protocols.base import pair_latency
 
 if TYPE_CHECKING:  # pragma: no cover
     from sensor.protocols.base import Session
@@ -102,7 +103,7 @@ class MmsTracker:
             else:
                 hit = self._pending.pop((not from_client, info.invoke_id), None)
                 if hit is not None:
-                    latency = ts - hit[0]
+                    latency = pair_latency(hit[0], ts)
         session.stats.func(PROTOCOL, name)
         session.event(
             from_client, ts, PROTOCOL, direction, function, name, category, size=n, fields=fields,

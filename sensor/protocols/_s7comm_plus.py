@@ -42,6 +42,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from sensor.events import CONTROL, DISCOVERY, OTHER, PROGRAM, READ, REQUEST, RESPONSE, SESSION, UNSOLICITED, WRITE
+from sensor.protocols.base import pair_latency
 
 if TYPE_CHECKING:  # pragma: no cover
     from sensor.protocols.base import Session
@@ -199,7 +200,7 @@ class S7PlusTracker:
             if seq is not None:
                 t0 = self._pending.pop((not from_client, seq), None)
                 if t0 is not None:
-                    latency = ts - t0
+                    latency = pair_latency(t0, ts)
         else:
             direction = UNSOLICITED
         session.event(

@@ -48,7 +48,7 @@ from sensor.events import (
     UNSOLICITED,
     WRITE,
 )
-from sensor.protocols.base import FramedStreamAnalyzer, ProtocolSpec, Session
+from sensor.protocols.base import FramedStreamAnalyzer, ProtocolSpec, Session, pair_latency
 
 TCP_PORT = 48898
 UDP_PORT = 48899
@@ -229,7 +229,7 @@ class AdsAnalyzer(FramedStreamAnalyzer):
             direction = RESPONSE
             req = self._pending.pop(invoke, None)
             if req is not None:
-                latency = ts - req[1]
+                latency = pair_latency(req[1], ts)
                 if req[0] == 9:
                     category = _rw_category(req[2])
             ads_result = _U32.unpack_from(data, 0)[0] if len(data) >= 4 else 0

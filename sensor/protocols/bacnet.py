@@ -44,7 +44,9 @@ authentication and BVLC foreign-device registration ``session``.
 
 from __future__ import annotations
 
+import math
 import struct
+from collections import Counter
 from typing import Any, ClassVar
 
 from sensor.events import (
@@ -62,8 +64,9 @@ from sensor.events import (
     SESSION,
     UNSOLICITED,
     WRITE,
+    IcsEvent,
 )
-from sensor.protocols.base import Analyzer, ProtocolSpec, Session
+from sensor.protocols.base import Analyzer, ProtocolSpec, Session, pair_latency
 
 PROTO = "bacnet"
 PORT = 47808  # 0xBAC0
@@ -404,35 +407,43 @@ Tag = tuple[int, int, bool, int, int, int, int, int]
 def tokenize(b: bytes, o: int, end: int, max_tags: int = MAX_TAGS) -> tuple[list[Tag], str | None]:
     """Flat list of the tags in ``b[o:end]``; returns (tags, anomaly or None). Never raises, no recursion."""
     tags: list[Tag] = []
+    append = tags.append
     stack: list[int] = []  # tag numbers of the open context tags
+    depth = 0  # len(stack), kept in a local: this loop runs once per tag of every APDU
+    parent = -1  # stack[-1], or -1 at the top level
+    count = 0  # len(tags)
     while o < end:
-        if len(tags) >= max_tags:
+        if count >= max_tags:
             return tags, "bacnet_tag_budget"
+        count += 1
         t = b[o]
         o += 1
         num = t >> 4
-        ctx = bool(t & 0x08)
+        ctx = t & 0x08 != 0
         lvt = t & 0x07
         if num == 15:
             if o >= end:
                 return tags, "bacnet_bad_tag"
             num = b[o]
             o += 1
-        parent = stack[-1] if stack else -1
         if ctx and lvt == 6:
-            if len(stack) >= MAX_DEPTH:
+            if depth >= MAX_DEPTH:
                 return tags, "bacnet_tag_depth"
-            tags.append((len(stack), num, True, OPEN, o, 0, lvt, parent))
+            append((depth, num, True, OPEN, o, 0, lvt, parent))
             stack.append(num)
+            depth += 1
+            parent = num
             continue
         if ctx and lvt == 7:
-            if not stack or stack[-1] != num:
+            if not depth or parent != num:
                 return tags, "bacnet_bad_tag"
             stack.pop()
-            tags.append((len(stack), num, True, CLOSE, o, 0, lvt, stack[-1] if stack else -1))
+            depth -= 1
+            parent = stack[-1] if depth else -1
+            append((depth, num, True, CLOSE, o, 0, lvt, parent))
             continue
         if not ctx and num == 1:  # application BOOLEAN: the value is in the LVT bits, no content octets
-            tags.append((len(stack), 1, False, PRIM, o, 0, lvt, parent))
+            append((depth, 1, False, PRIM, o, 0, lvt, parent))
             continue
         if lvt == 5:  # extended length
             if o >= end:
@@ -453,9 +464,9 @@ def tokenize(b: bytes, o: int, end: int, max_tags: int = MAX_TAGS) -> tuple[list
             ln = lvt
         if o + ln > end:
             return tags, "bacnet_bad_tag"
-        tags.append((len(stack), num, ctx, PRIM, o, ln, lvt, parent))
+        append((depth, num, ctx, PRIM, o, ln, lvt, parent))
         o += ln
-    if stack:
+    if depth:
         return tags, "bacnet_unclosed_tag"
     return tags, None
 
@@ -499,6 +510,12 @@ def _time(b: bytes, o: int) -> str:
     return f"{parts[0]}:{parts[1]}:{parts[2]}.{parts[3]}"
 
 
+def _finite(x: float) -> float | str:
+    """NaN and the infinities are not JSON numbers (the event outputs and Elasticsearch reject them):
+    they are kept as their text, "nan", "inf" or "-inf", as DNP3 and S7comm do."""
+    return x if math.isfinite(x) else repr(x)
+
+
 def app_value(b: bytes, tag: Tag) -> Any:
     """Decode an application-tagged primitive (clause 20.2.2-20.2.14) into a JSON-friendly value."""
     num, o, ln = tag[1], tag[4], tag[5]
@@ -511,9 +528,9 @@ def app_value(b: bytes, tag: Tag) -> Any:
     if num == 3:
         return sint(b, o, ln)
     if num == 4:
-        return _F32.unpack_from(b, o)[0] if ln == 4 else None
+        return _finite(_F32.unpack_from(b, o)[0]) if ln == 4 else None
     if num == 5:
-        return _F64.unpack_from(b, o)[0] if ln == 8 else None
+        return _finite(_F64.unpack_from(b, o)[0]) if ln == 8 else None
     if num == 6:
         return b[o : o + min(ln, 64)].hex()
     if num == 7:
@@ -597,15 +614,16 @@ def walk(b: bytes, tags: list[Tag], roles: Roles, info: Info) -> None:
     err_depth = -1
     err_vals: list[int] = []
     identity_seen = False
+    values = info.values
     for tag in tags:
-        depth, num, ctx, kind = tag[0], tag[1], tag[2], tag[3]
+        depth, num, ctx, kind, o, ln, _lvt, parent = tag
         if val_depth >= 0:
             if kind == CLOSE and depth == val_depth:
                 val_depth = -1
             elif kind == PRIM and not ctx:
                 value = app_value(b, tag)
-                if len(info.values) < MAX_VALUES:
-                    info.values.append(value)
+                if len(values) < MAX_VALUES:
+                    values.append(value)
                 if (cur_obj >> 22) == DEVICE and cur_prop in IDENTITY_PROPERTIES and not identity_seen:
                     identity_seen = True
                     ident = info.identity
@@ -622,14 +640,13 @@ def walk(b: bytes, tags: list[Tag], roles: Roles, info: Info) -> None:
                 if len(err_vals) >= 2 and info.error is None:
                     info.error = (err_vals[0], err_vals[1])
             elif kind == PRIM and not ctx and num == 9:
-                err_vals.append(uint(b, tag[4], tag[5]))
+                err_vals.append(uint(b, o, ln))
             continue
         if not ctx:
             continue
-        role = roles.get((tag[7], num))
+        role = roles.get((parent, num))
         if role is None:
             continue
-        o, ln = tag[4], tag[5]
         if kind == OPEN:
             if role == "val":
                 val_depth = depth
@@ -913,6 +930,50 @@ def decode_service(
     return anomaly
 
 
+# A head-end polls the same points with byte-identical requests every cycle (the invoke id sits in the
+# APDU header, not in the service parameters), and tokenizing + walking them was the largest cost of a
+# BACnet capture. Confirmed requests are therefore decoded once per distinct parameter bytes; the memo
+# keeps an immutable snapshot and every event gets fresh containers (nothing is shared between events).
+_SERVICE_MEMO: dict[tuple[int, bytes], tuple[Any, ...] | None] = {}
+_SERVICE_MEMO_MAX = 4096  # distinct request encodings remembered (process-wide; cleared when full)
+_SCALARS = (int, float, str, bool, type(None))
+
+
+def decode_request_memo(b: bytes, o: int, end: int, svc: int, info: Info) -> str | None:
+    """``decode_service`` for a confirmed request of service ``svc``, memoised on its parameter bytes.
+
+    The result is a pure function of ``b[o:end]`` and ``svc``; only results made of scalars are
+    remembered, so copying the containers is a complete copy.
+    """
+    key = (svc, bytes(b[o:end]))  # bytes() is free on bytes, and makes a view hashable
+    hit = _SERVICE_MEMO.get(key)
+    if hit is not None:
+        anomaly, objects, props, values, fields, unit, identity, error = hit
+        info.objects = list(objects)
+        info.props = list(props)
+        info.values = list(values)
+        info.fields = dict(fields)
+        info.unit = unit
+        info.identity = dict(identity) if identity is not None else None
+        info.error = error
+        return anomaly  # type: ignore[no-any-return]
+    anomaly = decode_service(b, o, end, CONFIRMED_REQUEST_ROLES.get(svc), CONFIRMED_REQUEST_SPECIAL.get(svc), info,
+                             svc in _OPAQUE_CONFIRMED)
+    if key not in _SERVICE_MEMO and all(isinstance(v, _SCALARS) for v in info.fields.values()) and all(
+            isinstance(v, _SCALARS) for v in info.values) and (
+            info.identity is None or all(isinstance(v, _SCALARS) for v in info.identity.values())):
+        if len(_SERVICE_MEMO) >= _SERVICE_MEMO_MAX:
+            _SERVICE_MEMO.clear()
+        _SERVICE_MEMO[key] = (anomaly, tuple(info.objects), tuple(info.props), tuple(info.values),
+                              tuple(info.fields.items()), info.unit,
+                              tuple(info.identity.items()) if info.identity is not None else None, info.error)
+    return anomaly
+
+
+_CONFIRMED_KEYS = tuple(f"confirmed:{i}" for i in range(256))  # histogram keys, precomputed
+_UNCONFIRMED_KEYS = tuple(f"unconfirmed:{i}" for i in range(256))
+
+
 def probe(payload: bytes, from_client: bool) -> bool:
     """BACnet/IP on a non-standard port: BVLC type 0x81, a known function, a length equal to the datagram,
     and, when the function carries one, an NPDU of version 1."""
@@ -936,6 +997,7 @@ class BacnetAnalyzer(Analyzer):
         super().__init__(session)
         # (side that sent the confirmed request, invoke id) -> (ts, service)
         self._pending: dict[tuple[bool, int], tuple[float, int]] = {}
+        self._hist: Counter[str] | None = None  # this protocol's function histogram, fetched once
 
     def feed(self, from_client: bool, data: bytes, ts: float) -> None:
         b = bytes(data)
@@ -1154,7 +1216,10 @@ class BacnetAnalyzer(Analyzer):
             self._malformed(from_client, ts, "apdu_short", size, fields)
             return
         stats = self.session.stats
-        stats.pdu(PROTO)  # Wireshark: one bacapp.type per APDU
+        stats.pdus[PROTO] += 1  # Wireshark: one bacapp.type per APDU
+        hist = self._hist
+        if hist is None:
+            hist = self._hist = stats.hist(PROTO)
         fields["layer"] = "apdu"
         fields["pdu_type"] = APDU_TYPES[ptype]
         info = Info()
@@ -1180,7 +1245,7 @@ class BacnetAnalyzer(Analyzer):
                 hdr = 5
                 first_segment = self._segment_fields(b, o + 3, b0, fields)
             svc = b[o + hdr]
-            stats.func(PROTO, f"confirmed:{svc}")
+            hist[_CONFIRMED_KEYS[svc]] += 1
             function = svc
             name = CONFIRMED_SERVICES.get(svc, f"confirmed-{svc}")
             category = CONFIRMED_CATEGORY.get(svc, OTHER)
@@ -1191,13 +1256,12 @@ class BacnetAnalyzer(Analyzer):
                     del self._pending[next(iter(self._pending))]
                 self._pending[key] = (ts, svc)
             if first_segment:
-                anomaly = decode_service(b, o + hdr + 1, end, CONFIRMED_REQUEST_ROLES.get(svc),
-                                         CONFIRMED_REQUEST_SPECIAL.get(svc), info, svc in _OPAQUE_CONFIRMED)
+                anomaly = decode_request_memo(b, o + hdr + 1, end, svc, info)
                 if seg and anomaly in _CUT_BY_SEGMENTATION:
                     anomaly = None  # a first segment ends mid-encoding by construction
         elif ptype == 1:  # Unconfirmed-Request (20.1.3)
             svc = b[o + 1]
-            stats.func(PROTO, f"unconfirmed:{svc}")
+            hist[_UNCONFIRMED_KEYS[svc]] += 1
             function = svc
             name = UNCONFIRMED_SERVICES.get(svc, f"unconfirmed-{svc}")
             category = UNCONFIRMED_CATEGORY.get(svc, OTHER)
@@ -1213,7 +1277,7 @@ class BacnetAnalyzer(Analyzer):
                 hdr = 4
                 first_segment = self._segment_fields(b, o + 2, b0, fields)
             svc = b[o + hdr]
-            stats.func(PROTO, f"confirmed:{svc}")
+            hist[_CONFIRMED_KEYS[svc]] += 1
             function = svc
             name = CONFIRMED_SERVICES.get(svc, f"confirmed-{svc}")
             category = CONFIRMED_CATEGORY.get(svc, OTHER)
@@ -1285,20 +1349,22 @@ class BacnetAnalyzer(Analyzer):
         address = None
         if info.objects:
             address = int(info.objects[0].rsplit(":", 1)[1])
-        self.session.event(
-            from_client, ts, PROTO, direction, function, name, category,
-            unit=info.unit,
-            address=address,
-            quantity=len(info.props) or len(info.objects) or None,
-            values=tuple(info.values) if info.values else None,
-            objects=tuple(info.objects) if info.objects else None,
-            result=result,
-            code=code,
-            latency=latency,
-            anomaly=anomaly,
-            fields=fields,
-            size=size,
-        )
+        # Built positionally (what Session.event does, without its keyword plumbing): one per APDU.
+        session = self.session
+        if from_client:
+            addr = session.client_ip, session.client_port, session.server_ip, session.server_port
+            smac, dmac = session.client_mac, session.server_mac
+        else:
+            addr = session.server_ip, session.server_port, session.client_ip, session.client_port
+            smac, dmac = session.server_mac, session.client_mac
+        session.emit(
+            IcsEvent(
+                ts, PROTO, *addr, session.transport, direction, function, name, category, info.unit, address,
+                len(info.props) or len(info.objects) or None, tuple(info.values) if info.values else None,
+                tuple(info.objects) if info.objects else None, result, code, latency, anomaly, fields,
+                session.flow_id, smac, dmac, size,
+            )
+        )  # fmt: skip
 
     @staticmethod
     def _segment_fields(b: bytes, o: int, b0: int, fields: dict[str, Any]) -> bool:
@@ -1318,7 +1384,7 @@ class BacnetAnalyzer(Analyzer):
         if not keep:
             del self._pending[key]
         t0, _svc = entry
-        return ts - t0 if ts >= t0 else None
+        return pair_latency(t0, ts)
 
     def _service_of(self, requester: bool, invoke: int) -> int | None:
         entry = self._pending.get((requester, invoke))

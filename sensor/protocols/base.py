@@ -24,13 +24,27 @@ analyzer is detached from that flow (the rest of the capture keeps flowing).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from sensor.counters import Counters, ProtocolStats
 from sensor.events import IcsEvent
 
+if TYPE_CHECKING:
+    from sensor.budget import HeldBytes
+
 # A probe looks at the first payload bytes seen in a flow and says whether they are this protocol.
 Probe = Callable[[bytes, bool], bool]  # (payload, from_client) -> match
+
+
+MAX_LATENCY = 3600.0  # seconds: a "response" later than this is a capture clock step, not a slow device
+
+
+def pair_latency(request_ts: float, response_ts: float) -> float | None:
+    """Seconds from a request to its response, or None when the capture clock stepped between them:
+    negative (a clock restart, merged captures) or over ``MAX_LATENCY`` (a packet dated 2100). Pairing
+    itself goes by transaction ids and sequence numbers, never by time, so it is not affected."""
+    d = response_ts - request_ts
+    return d if 0.0 <= d <= MAX_LATENCY else None
 
 
 class Session:
@@ -49,6 +63,7 @@ class Session:
         "counters",
         "events",
         "_sink",
+        "budget",
     )
 
     def __init__(
@@ -64,6 +79,7 @@ class Session:
         sink: Callable[[IcsEvent], None],
         client_mac: str | None = None,
         server_mac: str | None = None,
+        budget: HeldBytes | None = None,
     ) -> None:
         self.flow_id = flow_id
         self.transport = transport
@@ -77,6 +93,14 @@ class Session:
         self.counters = counters
         self.events = 0  # events emitted on this flow (the summary's talker table)
         self._sink = sink
+        self.budget = budget  # the global cap on bytes held waiting for more (sensor/budget.py)
+
+    def hold(self, owner: Any, nbytes: int, ts: float) -> None:
+        """``owner`` (an analyzer) now holds ``nbytes`` of partial PDUs / fragments / chunks in total.
+        Analyzers call it whenever that amount changes; without a budget (unit tests) it does nothing."""
+        budget = self.budget
+        if budget is not None:
+            budget.hold(owner, nbytes, ts)
 
     def emit(self, event: IcsEvent) -> None:
         self.events += 1
@@ -129,6 +153,7 @@ class Analyzer:
     """Base class of a per-flow protocol analyzer. Subclasses override ``feed`` (and usually ``gap``)."""
 
     protocol: ClassVar[str] = "unknown"
+    _held_reported = 0  # bytes last reported to the global budget (an instance attribute once set)
 
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -141,6 +166,25 @@ class Analyzer:
 
     def close(self, ts: float) -> None:
         """The flow ended. Default: nothing to flush."""
+
+    def held_bytes(self) -> int:
+        """Bytes this analyzer holds waiting for more of them (partial PDUs, fragments, chunks).
+        Analyzers that buffer override it and call ``report_held`` where that amount changes."""
+        return 0
+
+    def report_held(self, ts: float) -> None:
+        """Tell the global buffer budget (``sensor/budget.py``) what this analyzer holds now."""
+        n = self.held_bytes()
+        if n != self._held_reported:
+            self._held_reported = n
+            self.session.hold(self, n, ts)
+
+    def shed(self, ts: float) -> None:
+        """The global buffer budget is full and this analyzer's partial state has waited longest: drop
+        it, exactly as if both directions had lost bytes in the capture (counted by ``gap``)."""
+        self.gap(True, ts)
+        self.gap(False, ts)
+        self._held_reported = 0  # the budget forgets this holder once it is shed
 
 
 class FramedStreamAnalyzer(Analyzer):
@@ -193,6 +237,12 @@ class FramedStreamAnalyzer(Analyzer):
             self.session.anomaly(self.protocol + "_buffer_cap")
             rest = b""
         self._buf[from_client] = rest
+        if rest or pending:  # what this flow holds may have changed: tell the global budget
+            self.report_held(ts)
+
+    def held_bytes(self) -> int:
+        """Bytes held waiting for more: partial PDUs (subclasses add their own reassembly)."""
+        return len(self._buf[True]) + len(self._buf[False])
 
     def gap(self, from_client: bool, ts: float) -> None:
         if self._buf[from_client]:

@@ -138,6 +138,8 @@ class C37118Analyzer(FramedStreamAnalyzer):
             s.anomaly("c37118_buffer_cap")
             rest = b""
         self._buf[from_client] = rest
+        if rest or pending:
+            self.report_held(ts)  # the global buffer budget (sensor/budget.py)
 
     def gap(self, from_client: bool, ts: float) -> None:
         super().gap(from_client, ts)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections import Counter
 from typing import Any
 
 from sensor.events import (
@@ -54,7 +55,7 @@ from sensor.events import (
 )
 from sensor.protocols import _cip
 from sensor.protocols._cip import Path, Record
-from sensor.protocols.base import FramedStreamAnalyzer, ProtocolSpec, Session
+from sensor.protocols.base import FramedStreamAnalyzer, ProtocolSpec, Session, pair_latency
 
 HEADER = struct.Struct("<HHII8sI")  # command, length, session handle, status, sender context, options
 HEADER_LEN = 24
@@ -129,6 +130,8 @@ class EnipAnalyzer(FramedStreamAnalyzer):
         self._npending = 0
         self._udp = session.transport == "udp"
         self._handle = (-1, "")  # last session handle and its text: one per session, not per PDU
+        self._enip_hist: Counter[str] | None = None  # function histograms, fetched once per flow
+        self._cip_hist: Counter[str] | None = None
 
     # --- framing ---------------------------------------------------------------------------------
     def frame_length(self, buf: bytes, off: int) -> int | None:
@@ -166,8 +169,11 @@ class EnipAnalyzer(FramedStreamAnalyzer):
             return
         command, length, handle, status, context, options = HEADER.unpack_from(pdu, 0)
         stats = session.stats
-        stats.pdu("enip")
-        stats.func("enip", _CMD_KEYS.get(command) or f"0x{command:04x}")
+        stats.pdus["enip"] += 1
+        hist = self._enip_hist
+        if hist is None:
+            hist = self._enip_hist = stats.hist("enip")
+        hist[_CMD_KEYS.get(command) or f"0x{command:04x}"] += 1
         found_cmd = COMMANDS.get(command)
         name, category = found_cmd if found_cmd is not None else (f"unknown-{command}", OTHER)
         end = HEADER_LEN + length
@@ -209,7 +215,7 @@ class EnipAnalyzer(FramedStreamAnalyzer):
         else:
             found = self._take(pair_key)
             if found is not None:
-                latency = ts - found[0]
+                latency = pair_latency(found[0], ts)
                 paired = found[2]
         if anomaly:
             session.anomaly(anomaly)
@@ -294,7 +300,10 @@ class EnipAnalyzer(FramedStreamAnalyzer):
     ) -> None:
         session = self.session
         stats = session.stats
-        count_pdu, count_func = stats.pdu, stats.func
+        stats.pdus["cip"] += len(records)  # one cip.sc per record, as tshark counts
+        hist = self._cip_hist
+        if hist is None:
+            hist = self._cip_hist = stats.hist("cip")
         request_paths = _align(records, paired) if paired is not None else None
         if from_client:
             src, sport, dst, dport = session.client_ip, session.client_port, session.server_ip, session.server_port
@@ -305,8 +314,7 @@ class EnipAnalyzer(FramedStreamAnalyzer):
         transport, flow_id, emit = session.transport, session.flow_id, session.emit
         for i, rec in enumerate(records):
             depth, sc, is_response, path, gstat, ext, doff, dend, ok = rec
-            count_pdu("cip")
-            count_func("cip", _FUNC_KEYS[sc])
+            hist[_FUNC_KEYS[sc]] += 1
             if is_response and request_paths is not None:
                 path = request_paths[i]
             name, category, base, objects = _describe(sc, path)

@@ -42,7 +42,7 @@ from sensor.events import (
     SESSION,
     WRITE,
 )
-from sensor.protocols.base import FramedStreamAnalyzer, ProtocolSpec, Session
+from sensor.protocols.base import FramedStreamAnalyzer, ProtocolSpec, Session, pair_latency
 
 PORT = 9600
 MAGIC = b"FINS"
@@ -265,7 +265,7 @@ class FinsAnalyzer(FramedStreamAnalyzer):
                     fields["identity"] = {"model": _text(body[2:22]), "version": _text(body[22:42])}
             req = self._pending.pop(sid, None)
             if req is not None and req[0] == code:
-                latency = ts - req[1]
+                latency = pair_latency(req[1], ts)
         else:
             if code in (0x0101, 0x0102, 0x0103) and len(body) >= _AREA.size:
                 area, address, _bit, quantity = _AREA.unpack_from(body, 0)

@@ -138,7 +138,13 @@ class FoxAnalyzer(Analyzer):
         if len(rest) > MAX_MESSAGE:
             s.anomaly("fox_buffer_cap")
             rest = b""
+        had = self._buf[from_client]
         self._buf[from_client] = rest
+        if rest or had:
+            self.report_held(ts)  # the global buffer budget (sensor/budget.py)
+
+    def held_bytes(self) -> int:
+        return len(self._buf[True]) + len(self._buf[False])
 
     def gap(self, from_client: bool, ts: float) -> None:
         if self._buf[from_client]:
@@ -189,11 +195,16 @@ class FoxAnalyzer(Analyzer):
     def _tls(self, from_client: bool, data: bytes, ts: float) -> None:
         if self._tls_seen[from_client]:
             return
+        head = self._buf[from_client] + data
+        if len(head) < 6:  # TCP may cut the record header: wait for its 6 octets (found by fuzzing)
+            self._buf[from_client] = head
+            return
+        self._buf[from_client] = b""
         self._tls_seen[from_client] = True
         s = self.session
         # TLS record: content type 22 (handshake), version 3.x, then a handshake message type 1/2
-        if len(data) >= 6 and data[0] == 22 and data[1] == 3 and data[5] in (1, 2):
-            name = "tls_client_hello" if data[5] == 1 else "tls_server_hello"
+        if head[0] == 22 and head[1] == 3 and head[5] in (1, 2):
+            name = "tls_client_hello" if head[5] == 1 else "tls_server_hello"
             s.stats.pdu("fox")
             s.stats.func("fox", name)
             s.event(
@@ -205,10 +216,10 @@ class FoxAnalyzer(Analyzer):
                 name,
                 SESSION,
                 fields={"tls": True},
-                size=len(data),
+                size=6,  # the record header and handshake type looked at, however TCP cut them
             )
         else:
-            self._malformed(from_client, ts, "fox_not_tls", len(data))
+            self._malformed(from_client, ts, "fox_not_tls", 6)
 
     def _malformed(self, from_client: bool, ts: float, anomaly: str, size: int) -> None:
         s = self.session

@@ -44,7 +44,7 @@ from sensor.events import (
     UNSOLICITED,
     WRITE,
 )
-from sensor.protocols.base import FramedStreamAnalyzer, ProtocolSpec, Session
+from sensor.protocols.base import FramedStreamAnalyzer, ProtocolSpec, Session, pair_latency
 
 PORT = 5094
 
@@ -212,7 +212,7 @@ class HartIpAnalyzer(FramedStreamAnalyzer):
         else:
             direction = RESPONSE
             start = self._pending.pop(seq, None)
-            latency = None if start is None else ts - start
+            latency = None if start is None else pair_latency(start, ts)
             if mtype == 1 and status:
                 result = EXCEPTION  # a non-zero header status on a response is an error code
         if anomaly is not None:

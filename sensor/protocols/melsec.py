@@ -55,7 +55,7 @@ from sensor.events import (
     SESSION,
     WRITE,
 )
-from sensor.protocols.base import FramedStreamAnalyzer, ProtocolSpec, Session
+from sensor.protocols.base import FramedStreamAnalyzer, ProtocolSpec, Session, pair_latency
 
 MELSOFT_TCP_PORT = 5007
 MELSOFT_UDP_PORT = 5006
@@ -394,7 +394,7 @@ class MelsecAnalyzer(FramedStreamAnalyzer):
             command, sub, start = req
             name, category = MC_COMMANDS.get(command, (f"unknown-{command:#06x}", OTHER))
             fields["subcommand"] = sub
-            latency = ts - start
+            latency = pair_latency(start, ts)
             s.stats.func("melsec", f"{command:#06x}")
         s.event(
             from_client,
@@ -464,7 +464,7 @@ class MelsecAnalyzer(FramedStreamAnalyzer):
                 result, code = EXCEPTION, status
             start = self._refs.pop(ref, None)
             if start is not None:
-                latency = ts - start
+                latency = pair_latency(start, ts)
         else:
             if len(self._refs) >= MAX_PENDING:
                 self._refs.clear()

@@ -36,7 +36,7 @@ from sensor.events import (
     WRITE,
     IcsEvent,
 )
-from sensor.protocols.base import FramedStreamAnalyzer, ProtocolSpec, Session
+from sensor.protocols.base import MAX_LATENCY, FramedStreamAnalyzer, ProtocolSpec, Session
 
 _MBAP = struct.Struct("!HHHB")
 _U16 = struct.Struct("!H")
@@ -445,6 +445,7 @@ class ModbusAnalyzer(FramedStreamAnalyzer):
         s = session
         self._c2s = (s.client_ip, s.client_port, s.server_ip, s.server_port, s.client_mac, s.server_mac)
         self._s2c = (s.server_ip, s.server_port, s.client_ip, s.client_port, s.server_mac, s.client_mac)
+        self._transport = s.transport  # "udp" when the probe found Modbus in datagrams
 
     def feed(self, from_client: bool, data: bytes, ts: float) -> None:
         # Fast path: exactly one whole ADU in the segment and nothing buffered (the usual case).
@@ -536,6 +537,8 @@ class ModbusAnalyzer(FramedStreamAnalyzer):
             req = self._pending.pop(key, None)
             if req is not None:
                 latency = ts - req[3]
+                if not 0.0 <= latency <= MAX_LATENCY:  # the capture clock stepped between them (base.pair_latency)
+                    latency = None
                 if req[0] != fc:
                     self.session.anomaly("modbus_response_function_mismatch")
             else:
@@ -573,7 +576,7 @@ class ModbusAnalyzer(FramedStreamAnalyzer):
         s.events += 1
         s._sink(
             IcsEvent(
-                ts, "modbus", src, sport, dst, dport, "tcp", direction, fc, name, category, unit, address,
+                ts, "modbus", src, sport, dst, dport, self._transport, direction, fc, name, category, unit, address,
                 quantity, values, None, result, code, latency, anomaly, fields, s.flow_id, smac, dmac, size,
             )
         )

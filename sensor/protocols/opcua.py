@@ -36,7 +36,9 @@ per decoded service type id (OPN/MSG/CLO bodies in clear; for chunked messages o
 from __future__ import annotations
 
 import hashlib
+import math
 import struct
+from collections import Counter
 from typing import Any
 
 from sensor.events import (
@@ -52,8 +54,9 @@ from sensor.events import (
     RESPONSE,
     SESSION,
     WRITE,
+    IcsEvent,
 )
-from sensor.protocols.base import Analyzer, ProtocolSpec, Session
+from sensor.protocols.base import Analyzer, ProtocolSpec, Session, pair_latency
 
 _HEAD = struct.Struct("<3sBI")  # message type, chunk type, size
 _U8 = struct.Struct("<B")
@@ -357,6 +360,12 @@ _SCALARS: dict[int, struct.Struct] = {
 }
 
 
+def _finite(x: float) -> float | str:
+    """NaN and the infinities are not JSON numbers (the event outputs and Elasticsearch reject them):
+    they are kept as their text, "nan", "inf" or "-inf", as DNP3 and S7comm do."""
+    return x if math.isfinite(x) else repr(x)
+
+
 def _variant(b: bytes, o: int, end: int, depth: int = 0) -> tuple[Any, int]:
     """Decode a Variant (5.2.2.16): scalars and strings become Python values, others None."""
     if o >= end or depth > 4:
@@ -385,7 +394,10 @@ def _variant_value(b: bytes, o: int, end: int, vtype: int, depth: int) -> tuple[
     if st is not None:
         if o + st.size > end:
             raise Truncated
-        return st.unpack_from(b, o)[0], o + st.size
+        value = st.unpack_from(b, o)[0]
+        if vtype == 10 or vtype == 11:  # Float, Double
+            value = _finite(value)
+        return value, o + st.size
     if vtype == 0:
         return None, o
     if vtype in (12, 16):  # String, XmlElement
@@ -556,6 +568,26 @@ def _nodes_to_read(b: bytes, o: int, end: int) -> tuple[list[str], int, int]:
     return nodes, n, o
 
 
+# Clients poll the same node list over and over: the ReadRequest body after its header (maxAge,
+# timestamps, ReadValueId[], nothing after it) is byte-identical from one poll to the next, and decoding
+# its node ids was the largest single cost of an OPC UA capture. Remembered per distinct body (bounded).
+_READ_MEMO: dict[bytes, tuple[tuple[str, ...], int]] = {}
+_READ_MEMO_MAX = 4096
+
+
+def _nodes_to_read_memo(b: bytes, o: int, end: int) -> tuple[tuple[str, ...], int]:
+    """(node ids, count) of a ReadRequest body, as ``_nodes_to_read`` gives them; raises Truncated alike."""
+    key = bytes(b[o:end])  # bytes() is free on bytes, and makes a view hashable
+    hit = _READ_MEMO.get(key)
+    if hit is None:
+        nodes, n, _ = _nodes_to_read(b, o, end)
+        hit = (tuple(nodes), n)
+        if len(_READ_MEMO) >= _READ_MEMO_MAX:
+            _READ_MEMO.clear()
+        _READ_MEMO[key] = hit
+    return hit
+
+
 def _nodes_to_write(b: bytes, o: int, end: int) -> tuple[list[str], list[Any], int, int]:
     """WriteRequest after the header: WriteValue[] -> (node ids, values, count, off)."""
     n, o = _array_len(b, o, end)
@@ -723,6 +755,7 @@ class OpcUaAnalyzer(Analyzer):
         self._chunks: dict[tuple[bool, int], list[Any]] = {}
         # request id -> (ts, service id)
         self._pending: dict[int, tuple[float, int]] = {}
+        self._hist: Counter[str] | None = None  # this protocol's function histogram, fetched once
 
     # --- framing -----------------------------------------------------------------------------------
     def feed(self, from_client: bool, data: bytes, ts: float) -> None:
@@ -760,6 +793,15 @@ class OpcUaAnalyzer(Analyzer):
             break
         if off:
             del buf[:off]
+        if buf or self._chunks or self._held_reported:
+            self.report_held(ts)  # what this connection holds may have changed: the global budget is told
+
+    def held_bytes(self) -> int:
+        """Partial chunks plus the chunked messages waiting for their final chunk (head and bodies)."""
+        held = len(self._buf[True]) + len(self._buf[False])
+        for pending in self._chunks.values():
+            held += len(pending[0]) + len(pending[1])
+        return held
 
     def gap(self, from_client: bool, ts: float) -> None:
         if self._buf[from_client] or self._skip[from_client]:
@@ -783,7 +825,7 @@ class OpcUaAnalyzer(Analyzer):
     def _chunk(self, from_client: bool, chunk: bytes, size: int, ts: float) -> None:
         """One chunk (complete, or the head of an oversized one: ``len(chunk) < size``)."""
         session = self.session
-        session.stats.pdu("opcua")
+        session.stats.pdus["opcua"] += 1
         mtype = chunk[:3]
         try:
             if mtype == b"MSG" or mtype == b"CLO":
@@ -990,7 +1032,10 @@ class OpcUaAnalyzer(Analyzer):
         if not isinstance(ident, int):
             self._emit(from_client, ts, -1, "unknown-" + node_str(type_id), OTHER, not from_client, fields, size, None)
             return
-        session.stats.func("opcua", str(ident))
+        hist = self._hist
+        if hist is None:
+            hist = self._hist = session.stats.hist("opcua")
+        hist[str(ident)] += 1
         known = SERVICES.get(ident) if ns == 0 else None
         if known is None:
             self._emit(
@@ -1018,7 +1063,7 @@ class OpcUaAnalyzer(Analyzer):
         if is_response:
             found = self._pending.pop(req_id, None)
             if found is not None:
-                latency = ts - found[0]
+                latency = pair_latency(found[0], ts)
                 if ident == SERVICE_FAULT:
                     category = SERVICES.get(found[1], (None, OTHER, False))[1]
                     fields["request_service"] = SERVICES.get(found[1], (f"unknown-{found[1]}",))[0]
@@ -1049,8 +1094,7 @@ class OpcUaAnalyzer(Analyzer):
             else:
                 o = _request_header(b, o, end, fields)
                 if ident == 631:
-                    nodes, quantity, o = _nodes_to_read(b, o, end)
-                    objects = tuple(nodes)
+                    objects, quantity = _nodes_to_read_memo(b, o, end)
                 elif ident == 673:
                     nodes, vals, quantity, o = _nodes_to_write(b, o, end)
                     objects = tuple(nodes)
@@ -1109,21 +1153,29 @@ class OpcUaAnalyzer(Analyzer):
         fields: dict[str, Any],
         size: int,
         latency: float | None,
-        **extra: Any,
+        result: str = OK,
+        code: int | None = None,
+        anomaly: str | None = None,
+        values: tuple[Any, ...] | None = None,
+        objects: tuple[str, ...] | None = None,
+        quantity: int | None = None,
     ) -> None:
-        self.session.event(
-            from_client,
-            ts,
-            "opcua",
-            RESPONSE if is_response else REQUEST,
-            function,
-            name,
-            category,
-            fields=fields,
-            size=size,
-            latency=latency,
-            **extra,
-        )
+        # Built positionally (what Session.event does, without a second round of keyword plumbing):
+        # one event per message is the bulk of an OPC UA capture.
+        session = self.session
+        if from_client:
+            addr = session.client_ip, session.client_port, session.server_ip, session.server_port
+            smac, dmac = session.client_mac, session.server_mac
+        else:
+            addr = session.server_ip, session.server_port, session.client_ip, session.client_port
+            smac, dmac = session.server_mac, session.client_mac
+        session.emit(
+            IcsEvent(
+                ts, "opcua", *addr, session.transport, RESPONSE if is_response else REQUEST, function, name, category,
+                None, None, quantity, values, objects, result, code, latency, anomaly, fields, session.flow_id,
+                smac, dmac, size,
+            )
+        )  # fmt: skip
 
 
 def _known_type_id(b: bytes, o: int, end: int) -> bool:

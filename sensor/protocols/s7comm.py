@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections import Counter
 from typing import Any, ClassVar
 
 from sensor.events import (
@@ -64,10 +65,11 @@ from sensor.events import (
     SESSION,
     UNSOLICITED,
     WRITE,
+    IcsEvent,
 )
 from sensor.protocols._iso_mms import MmsTracker, looks_like_session
 from sensor.protocols._s7comm_plus import S7PlusTracker, looks_like_tls
-from sensor.protocols.base import FramedStreamAnalyzer, ProtocolSpec, Session
+from sensor.protocols.base import FramedStreamAnalyzer, ProtocolSpec, Session, pair_latency
 
 # ---------------------------------------------------------------------------------------------------
 # Wire structures (precompiled; every read is bounds-checked by the caller before unpack_from)
@@ -354,12 +356,18 @@ def decode_values(data: bytes, tsize: int | None, data_tsize: int) -> tuple[Any,
         k = MAX_VALUES
     if k == 0:
         return data, False
-    vals = struct.unpack_from(f">{k}{code}", data)
-    if code == "f":
+    st = _VALUE_STRUCTS.get((k, code))
+    if st is None:
+        st = _VALUE_STRUCTS[(k, code)] = struct.Struct(f">{k}{code}")  # k <= MAX_VALUES: bounded
+    vals = st.unpack_from(data)
+    if code == "f" and not all(map(math.isfinite, vals)):
         vals = tuple(_clean(v) for v in vals)
     if k == 1:
         return vals[0], truncated
     return list(vals), truncated
+
+
+_VALUE_STRUCTS: dict[tuple[int, str], struct.Struct] = {}  # (count, element code) -> compiled struct
 
 
 def parse_timestamp(b: bytes, off: int) -> str | None:
@@ -441,6 +449,8 @@ class S7commAnalyzer(FramedStreamAnalyzer):
         # (side, group, subfunction) -> the last userdata reply from that side announced more data:
         # the next reply continues it (no SZL header / list header of its own)
         self._ud_more: dict[tuple[bool, int, int], bool] = {}
+        self._cotp_hist: Counter[str] | None = None  # function histograms, fetched once per flow
+        self._s7_hist: Counter[str] | None = None
 
     # -- framing --------------------------------------------------------------------------------
 
@@ -475,16 +485,23 @@ class S7commAnalyzer(FramedStreamAnalyzer):
                 self.session.anomaly("cotp_fragment_incomplete_at_close")
             self._frag[side] = None
 
+    def held_bytes(self) -> int:
+        """Partial TPKTs plus COTP DT sequences waiting for their end-of-TSDU."""
+        frag = self._frag
+        return super().held_bytes() + len(frag[True] or b"") + len(frag[False] or b"")
+
     # -- COTP -----------------------------------------------------------------------------------
 
     def _tpkt(self, from_client: bool, pdu: memoryview, ts: float) -> None:
         n = len(pdu)
         session = self.session
         if n >= 7 and pdu[4] == 2 and pdu[5] >> 4 == COTP_DT:
-            # fast path, nearly every TPDU on a live connection: class 0 DT
-            stats = session.stats
-            stats.pdu("cotp")
-            stats.func("cotp", "0x0f")
+            # fast path, nearly every TPDU on a live connection: class 0 DT (counted inline)
+            session.stats.pdus["cotp"] += 1
+            cotp = self._cotp_hist
+            if cotp is None:
+                cotp = self._cotp_hist = session.stats.hist("cotp")
+            cotp["0x0f"] += 1
             if pdu[6] & 0x80 and self._frag[from_client] is None and not self._skip[from_client]:
                 if n > 7:
                     self._dispatch(from_client, bytes(pdu[7:]), ts)
@@ -566,7 +583,7 @@ class S7commAnalyzer(FramedStreamAnalyzer):
         else:
             t0 = self._cr.pop(not from_client, None)
             if t0 is not None:
-                latency = ts - t0
+                latency = pair_latency(t0, ts)
         session.event(
             from_client, ts, "cotp", direction, code, name, SESSION, unit=self._unit, size=size,
             fields=fields, latency=latency, result=MALFORMED if anomaly else OK, anomaly=anomaly,
@@ -603,10 +620,12 @@ class S7commAnalyzer(FramedStreamAnalyzer):
                     session.anomaly("cotp_reassembly_cap")
                     self._frag[from_client] = None
                     self._skip[from_client] = True
+            self.report_held(ts)  # the global buffer budget (sensor/budget.py)
             return
         if frag is not None:
             frag += data
             self._frag[from_client] = None
+            self.report_held(ts)
             if len(frag) > MAX_REASSEMBLY:
                 session.anomaly("cotp_reassembly_cap")
                 return
@@ -653,9 +672,12 @@ class S7commAnalyzer(FramedStreamAnalyzer):
         n = len(p)
         _, rosctr, _, pduref, plen, dlen = _S7_HDR.unpack_from(p, 0)
         hlen = 12 if rosctr in (2, 3) else 10
-        stats.pdu(PROTOCOL)
+        stats.pdus[PROTOCOL] += 1
         if rosctr in (1, 3) and plen and n > hlen:
-            stats.func(PROTOCOL, _FUNC_KEY[p[hlen]])
+            hist = self._s7_hist
+            if hist is None:
+                hist = self._s7_hist = stats.hist(PROTOCOL)
+            hist[_FUNC_KEY[p[hlen]]] += 1
         fields: dict[str, Any] = {"rosctr": ROSCTR_NAMES[rosctr], "pdu_ref": pduref}
         anomaly = None
         if n < hlen:
@@ -775,11 +797,9 @@ class S7commAnalyzer(FramedStreamAnalyzer):
             if func == F_END_UPLOAD:
                 self._uploads.pop(upid, None)
         self._remember((from_client, pduref), pend_obj)
-        session.event(
-            from_client, ts, PROTOCOL, REQUEST, func, name, category, unit=self._unit, address=address,
-            quantity=quantity, values=values, objects=objects, size=n, fields=fields,
-            result=MALFORMED if anomaly and anomaly != "s7comm_trailing_bytes" else OK,
-            anomaly=anomaly,
+        self._emit(
+            from_client, ts, REQUEST, func, name, category, address, quantity, values, objects,
+            MALFORMED if anomaly and anomaly != "s7comm_trailing_bytes" else OK, None, None, anomaly, fields, n,
         )
 
     def _reply(self, from_client: bool, p: bytes, ts: float, rosctr: int, pduref: int, par: int, pend: int,
@@ -788,7 +808,7 @@ class S7commAnalyzer(FramedStreamAnalyzer):
         session = self.session
         n = len(p)
         job = self._pending.pop((not from_client, pduref), None)
-        latency = ts - job.ts if job is not None else None
+        latency = pair_latency(job.ts, ts) if job is not None else None
         func = p[par] if (rosctr == ROSCTR_ACK_DATA and par < pend) else (job.function if job else -1)
         if job is not None and job.function == func:
             name, category = job.name, job.category
@@ -846,12 +866,30 @@ class S7commAnalyzer(FramedStreamAnalyzer):
                     fields["data_length"] = _U16.unpack_from(p, doff)[0]
         if job is None and rosctr == ROSCTR_ACK_DATA:
             session.anomaly("s7comm_unpaired_response")
-        session.event(
-            from_client, ts, PROTOCOL, RESPONSE, func, name, category, unit=self._unit, address=address,
-            quantity=quantity, values=values, objects=objects, size=n, fields=fields,
-            result=MALFORMED if anomaly and anomaly != "s7comm_trailing_bytes" else result, code=code,
-            latency=latency, anomaly=anomaly,
+        self._emit(
+            from_client, ts, RESPONSE, func, name, category, address, quantity, values, objects,
+            MALFORMED if anomaly and anomaly != "s7comm_trailing_bytes" else result, code, latency, anomaly, fields, n,
         )
+
+    def _emit(self, from_client: bool, ts: float, direction: str, function: int, name: str, category: str,
+              address: int | None, quantity: int | None, values: tuple[Any, ...] | None,
+              objects: tuple[str, ...] | None, result: str, code: int | None, latency: float | None,
+              anomaly: str | None, fields: dict[str, Any], size: int) -> None:
+        """An s7comm event built positionally (what Session.event does without its keyword plumbing):
+        jobs and their replies are nearly every event of an S7 capture."""
+        session = self.session
+        if from_client:
+            addr = session.client_ip, session.client_port, session.server_ip, session.server_port
+            smac, dmac = session.client_mac, session.server_mac
+        else:
+            addr = session.server_ip, session.server_port, session.client_ip, session.client_port
+            smac, dmac = session.server_mac, session.client_mac
+        session.emit(
+            IcsEvent(
+                ts, PROTOCOL, *addr, session.transport, direction, function, name, category, self._unit, address,
+                quantity, values, objects, result, code, latency, anomaly, fields, session.flow_id, smac, dmac, size,
+            )
+        )  # fmt: skip
 
     def _items(self, p: bytes, par: int, pend: int, fields: dict[str, Any]
                ) -> tuple[tuple[str, ...] | None, list[int], int | None, int | None]:
@@ -1096,7 +1134,7 @@ class S7commAnalyzer(FramedStreamAnalyzer):
         elif direction == RESPONSE:
             req = self._pending.pop((not from_client, pduref), None)
             if req is not None:
-                latency = ts - req.ts
+                latency = pair_latency(req.ts, ts)
                 if objects is None and req.function == function:
                     objects = req.objects
         session.event(
