@@ -56,7 +56,7 @@ from functools import lru_cache
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from alerts import es_templates
 from alerts.es_spool import Spool
@@ -126,7 +126,28 @@ class EsSettings:
         kw["urls"] = urls
         key_env = getattr(cfg, "api_key_env", "ICSWATCH_ES_API_KEY")
         pass_env = getattr(cfg, "password_env", "ICSWATCH_ES_PASSWORD")
-        return cls(**kw, api_key=env.get(key_env) or None, password=env.get(pass_env) or None)
+        out = cls(**kw, api_key=env.get(key_env) or None, password=env.get(pass_env) or None)
+        out.register_secrets()
+        return out
+
+    def register_secrets(self) -> None:
+        """Mask the API key, the password and any password written in a URL in every log line."""
+        from alerts.logsafe import register_secret
+
+        register_secret(self.api_key)
+        register_secret(self.password)
+        for u in self.urls:
+            try:
+                register_secret(urlsplit(u).password)
+            except ValueError:
+                pass
+
+    def __repr__(self) -> str:  # a traceback or a debug line shows the settings, never their secrets
+        return (
+            f"EsSettings(urls={[redact_url(u) for u in self.urls]!r}, api_key={'***' if self.api_key else None}, "
+            f"username={self.username!r}, password={'***' if self.password else None}, "
+            f"index_prefix={self.index_prefix!r}, spool={self.spool!r})"
+        )
 
     @property
     def enabled(self) -> bool:
@@ -141,17 +162,10 @@ def split_urls(text: str) -> list[str]:
 
 
 def redact_url(url: str) -> str:
-    """The URL without a password (for logs and summaries)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<bad url>"
-    if parts.password is None and parts.username is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return urlunsplit((parts.scheme, f"{parts.username or ''}:***@{host}", parts.path, parts.query, parts.fragment))
+    """The URL without a password (for logs and summaries): alerts/logsafe.py's, kept here for callers."""
+    from alerts.logsafe import redact_url as _redact_url
+
+    return _redact_url(url)
 
 
 # --- the client ---------------------------------------------------------------------------------------

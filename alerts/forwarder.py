@@ -419,8 +419,46 @@ def backoff_delay(attempts: int, base: float, cap: float, rng: Callable[[], floa
 PERMANENT_STATUSES = frozenset({400, 404, 405, 409, 410, 413, 415, 422})
 
 
+TLS_VERSIONS = {"1.2": "TLSv1_2", "1.3": "TLSv1_3"}
+
+
+def tls_context(
+    ca_file: str | None = None,
+    *,
+    verify: bool = True,
+    client_cert: str | None = None,
+    client_key: str | None = None,
+    min_version: str = "1.2",
+) -> Any:
+    """The ``ssl.SSLContext`` the linkage client connects with (docs/tls.md).
+
+    ``ca_file`` pins the CAs the platform's certificate must chain to (the province's own CA, say);
+    without it the system's trust store is used. ``verify=False`` checks neither the chain nor the host
+    name (a lab platform only). ``client_cert``/``client_key`` answer a platform that asks for a client
+    certificate (mutual TLS). Nothing below TLS ``min_version`` (1.2 by default) is negotiated.
+    """
+    import ssl
+
+    if min_version not in TLS_VERSIONS:
+        raise LinkageError(f"linkage.tls_min_version: {min_version!r} is not 1.2 or 1.3")
+    try:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise LinkageError(f"linkage.ca_file: cannot load {ca_file}: {exc}") from None
+    ctx.minimum_version = getattr(ssl.TLSVersion, TLS_VERSIONS[min_version])
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if client_cert:
+        try:
+            ctx.load_cert_chain(client_cert, client_key or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise LinkageError(f"linkage.client_cert: cannot load {client_cert}: {exc}") from None
+    return ctx
+
+
 class LinkageClient:
-    """Signed HTTP calls to the provincial platform (httpx, TLS verified against ``ca_file`` if set)."""
+    """Signed HTTP calls to the provincial platform (httpx; TLS as ``tls_context`` sets it up)."""
 
     def __init__(
         self,
@@ -434,9 +472,12 @@ class LinkageClient:
     ) -> None:
         import httpx
 
+        from alerts.logsafe import register_secret
+
         self.base_url = base_url.rstrip("/")
         self.key_id = key_id
-        self._secret = secret  # never logged
+        self._secret = secret  # never logged: masked in every log record should it ever reach one
+        register_secret(secret)
         self._prefix = httpx.URL(self.base_url).raw_path.decode().rstrip("/")
         self.http = httpx.Client(base_url=self.base_url, timeout=timeout, verify=verify, transport=transport)
 
@@ -524,7 +565,13 @@ class Forwarder:
     def from_config(cls, config: Any, outbox: Any) -> "Forwarder":
         lk = config.linkage
         secret = resolve_secret(lk)
-        verify: Any = lk.ca_file if lk.ca_file else True
+        verify = tls_context(
+            lk.ca_file,
+            verify=getattr(lk, "verify_tls", True),
+            client_cert=getattr(lk, "client_cert", None),
+            client_key=getattr(lk, "client_key", None),
+            min_version=getattr(lk, "tls_min_version", "1.2"),
+        )
         client = LinkageClient(lk.url, lk.key_id, secret, timeout=lk.timeout, verify=verify)
         return cls(outbox, client, retry_base=lk.retry_base, retry_max=lk.retry_max, poll_seconds=lk.poll_seconds)
 
@@ -651,6 +698,9 @@ def resolve_secret(linkage: Any) -> str:
             f"no linkage secret: set the environment variable {linkage.secret_env} or linkage.secret_file "
             "(the secret is printed once by `icswatch province credential issue`)"
         )
+    from alerts.logsafe import register_secret
+
+    register_secret(value)
     return value
 
 

@@ -55,6 +55,9 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from alerts import logsafe
+
+    logsafe.install()  # no secret in any log line of any command (alerts/logsafe.py)
     argv = list(sys.argv[1:] if argv is None else argv)
     first = next((a for a in argv if not a.startswith("-")), None)
     # Most commands live in a module of the same name: load just that one (fast start); anything else

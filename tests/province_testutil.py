@@ -33,8 +33,11 @@ class ProvinceServer:
     """``icswatch province serve`` in a subprocess: a real uvicorn on 127.0.0.1, stoppable and restartable
     on the same port and database (the fault test)."""
 
-    def __init__(self, db: Path, master_key: str, port: int | None = None, **settings: Any) -> None:
+    def __init__(
+        self, db: Path, master_key: str, port: int | None = None, *, args: tuple[str, ...] = (), **settings: Any
+    ) -> None:
         self.db = db
+        self.args = args  # more `serve` flags (--workers 2, --store es ...)
         self.port = port or free_port()
         self.env = dict(os.environ, ICSWATCH_PROVINCE_MASTER_KEY=master_key, PYTHONPATH=str(REPO))
         for k, v in settings.items():
@@ -58,6 +61,7 @@ class ProvinceServer:
                 str(self.port),
                 "--db",
                 str(self.db),
+                *self.args,
             ],
             env=self.env,
             cwd=REPO,
@@ -101,6 +105,37 @@ class Platform:
         from api.province.sqlite_store import SQLiteProvinceStore
 
         return SQLiteProvinceStore(self.db)
+
+
+def province_es_store(
+    es_server: Any, db: Path, prefix: str | None = None, url: str | None = None, **es: Any
+) -> tuple[Any, Any]:
+    """The Elasticsearch province store on the test cluster (registry in ``db``; ``url``: another way to
+    it, such as a TcpProxy), under its own index prefix, and a function that deletes its indices and
+    templates. ``es``: more EsSettings (timeout, verify_certs)."""
+    import uuid
+
+    from alerts.es_sink import EsSettings
+    from api.province import es_indices
+    from api.province.es_store import ElasticsearchProvinceStore
+    from api.province.sqlite_store import SQLiteProvinceStore
+
+    prefix = prefix or f"icswatch-test-province-{uuid.uuid4().hex[:8]}"
+    settings = EsSettings(
+        urls=[url or es_server.url], api_key=es_server.api_key, ca_file=es_server.ca_file, index_prefix=prefix, **es
+    )
+    store = ElasticsearchProvinceStore(SQLiteProvinceStore(db), settings, replicas=None if es_server.external else 0)
+
+    def cleanup() -> None:
+        es = es_server.client()
+        for name in es_indices.names(prefix).values():
+            try:
+                es.indices.delete(index=name, ignore_unavailable=True)
+                es.indices.delete_index_template(name=name)
+            except Exception:  # noqa: BLE001 - best effort: the next test uses another prefix anyway
+                pass
+
+    return store, cleanup
 
 
 def make_platform(db: Path, master_key: str | None = None) -> Platform:
@@ -149,6 +184,33 @@ def signed_request(
     if body:
         headers["Content-Type"] = "application/json"
     return client.request(method, path + (f"?{query}" if query else ""), content=body, headers=headers)
+
+
+def signed_post(key: tuple[str, str], body: bytes, path: str = "/api/v1/incidents") -> tuple[bytes, dict[str, str]]:
+    """A report body and the headers that sign it (sent as is, possibly several times)."""
+    from alerts.forwarder import signed_headers
+
+    headers = signed_headers(key[0], key[1], "POST", path, "", body)
+    headers["Content-Type"] = "application/json"
+    return body, headers
+
+
+def fire_at_once(
+    url: str, requests: list[tuple[bytes, dict[str, str]]], path: str = "/api/v1/incidents"
+) -> list[httpx.Response]:
+    """POST every request at the same moment, each on its own connection (opened beforehand)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    barrier = threading.Barrier(len(requests))
+
+    def one(req: tuple[bytes, dict[str, str]]) -> httpx.Response:
+        with httpx.Client(base_url=url, timeout=30) as c:
+            c.get("/api/v1/health")
+            barrier.wait()
+            return c.post(path, content=req[0], headers=req[1])
+
+    with ThreadPoolExecutor(len(requests)) as pool:
+        return list(pool.map(one, requests))
 
 
 def sample_report(incident_id: str = "inc-0001", level: int = 2, **over: Any) -> dict[str, Any]:

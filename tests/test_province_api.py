@@ -1,6 +1,7 @@
 """The provincial platform's API against a real uvicorn server on 127.0.0.1: intake idempotency,
 deadlines and lateness, updates with history, advisories down and acknowledgements, the situational
-picture, the published schema, and the OpenAPI snapshot."""
+picture, the published schema, and the OpenAPI snapshot. Every test runs twice: on the SQLite store
+and on the Elasticsearch store (noida-db on 127.0.0.1, or ICSWATCH_TEST_ES_URL)."""
 
 from __future__ import annotations
 
@@ -14,23 +15,29 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from province_testutil import ThreadServer, dumps, make_platform, sample_report, signed_request
+from es_testutil import es_server  # noqa: F401 (fixture)
+from province_testutil import ThreadServer, dumps, make_platform, province_es_store, sample_report, signed_request
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "province-openapi.json"
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+@pytest.fixture(scope="module", params=["sqlite", "es"])
+def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     from api.province import ProvinceSettings, create_app
 
     db = tmp_path_factory.mktemp("province") / "province.db"
     plat = make_platform(db)
-    app = create_app(ProvinceSettings(db=str(db)), master_key=base64.urlsafe_b64decode(plat.master_key))
+    store, cleanup = None, None
+    if request.param == "es":
+        store, cleanup = province_es_store(request.getfixturevalue("es_server"), db)
+    app = create_app(ProvinceSettings(db=str(db)), store, master_key=base64.urlsafe_b64decode(plat.master_key))
     server = ThreadServer(app).start()
     client = httpx.Client(base_url=server.url, timeout=10)
-    yield {"plat": plat, "client": client, "app": app, "url": server.url}
+    yield {"plat": plat, "client": client, "app": app, "url": server.url, "store": request.param}
     client.close()
     server.stop()
+    if cleanup is not None:
+        cleanup()
 
 
 def staff(env: dict[str, Any], role: str = "analyst") -> dict[str, str]:

@@ -68,6 +68,9 @@ class Datasets:
         self._lock = threading.Lock()
 
     def job_dir(self, job_id: str) -> Path:
+        # The dataset name is a client's: only a well-formed job id ever becomes part of a path.
+        if not JOB_ID_RE.match(job_id):
+            raise ApiError(422, "invalid_dataset", "dataset is 'live' or a replay job id (job_ and 16 hex digits)")
         return self.settings.upload_dir / job_id
 
     def db_path(self, name: str) -> str | None:

@@ -91,6 +91,9 @@ def build_context(settings: EnterpriseSettings, store: AlertStore | None = None)
 
 
 def create_app(settings: EnterpriseSettings | None = None, store: AlertStore | None = None, *, start_jobs: bool = True) -> FastAPI:
+    from alerts import logsafe
+
+    logsafe.install()  # tokens, keys and URL passwords are masked in every log line (access log included)
     settings = settings or EnterpriseSettings.from_env()
     c = build_context(settings, store)
 
@@ -144,7 +147,8 @@ def create_app(settings: EnterpriseSettings | None = None, store: AlertStore | N
     api = settings.api
     # add_middleware puts each new layer outside the previous ones: the last added runs first.
     app.add_middleware(BodyLimit, max_body=api.max_body_bytes, upload_max=api.upload_max_bytes, metrics=c.metrics)
-    app.add_middleware(RateLimit, rate=api.rate_limit, burst=api.rate_burst, metrics=c.metrics)
+    app.add_middleware(RateLimit, rate=api.rate_limit, burst=api.rate_burst, metrics=c.metrics,
+                       anonymous_rate=api.anonymous_rate_limit, anonymous_burst=api.anonymous_rate_burst)
     app.add_middleware(Audit, state_of=lambda: c.state, metrics=c.metrics)
     if api.cors_origins:
         from starlette.middleware.cors import CORSMiddleware

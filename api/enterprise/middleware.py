@@ -5,10 +5,11 @@
 - ``Audit``: every write (POST/PUT/PATCH/DELETE under /api/) is recorded with who, what, when and the
   answer's status, including the refused ones (401, 403, 413, 429); read requests are counted in
   the metrics, not written to the log;
-- ``RateLimit``: a token bucket per token, ``api.rate_limit`` requests per second with bursts of
-  ``api.rate_burst``, and one per client address (four times that for requests carrying a token, so a
-  flood of made-up tokens from one address is still limited); 429 with ``Retry-After`` beyond.
-  Buckets are kept for at most ``MAX_BUCKETS`` clients (least recently seen dropped), per process;
+- ``RateLimit``: per-client token buckets (api/ratelimit.py): requests that authenticated spend
+  their token's bucket (``api.rate_limit`` per second, bursts of ``api.rate_burst``), the others
+  (no token, a made-up or revoked one) their address's (``api.anonymous_rate_limit`` /
+  ``anonymous_rate_burst``, by default the same); 429 with ``Retry-After`` beyond. At most
+  ``MAX_BUCKETS`` clients per table (least recently seen dropped), per process;
 - ``BodyLimit``: request bodies over ``api.max_body_bytes`` are refused with 413 before they are
   read (from Content-Length, or as soon as a chunked body passes the limit). The upload route has
   its own, larger limit (``api.upload_max_bytes``) and streams to disk itself.
@@ -20,15 +21,15 @@ streams (the upload route reads 50 MB without holding it in memory).
 from __future__ import annotations
 
 import json
-import math
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
 from api.enterprise.errors import error_body
+from api.ratelimit import Limits, RateLimiter, RateLimitMiddleware, bearer_credential
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -38,7 +39,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 MAX_BUCKETS = 10_000
-ADDRESS_FACTOR = 4.0  # an address's bucket, for requests with a token, is this many times a token's
 UPLOAD_PATH = "/api/v1/jobs"
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
@@ -162,70 +162,36 @@ class Audit:
 
 
 class RateLimit:
-    def __init__(self, app: ASGIApp, rate: float, burst: int, metrics: Metrics, clock: Callable[[], float] = time.monotonic) -> None:
-        self.app = app
-        self.rate = rate
-        self.burst = float(burst)
+    """The enterprise side of ``api/ratelimit.py``: a bucket per API token for requests that
+    authenticated, one per client address for those that did not (no token, a made-up or revoked
+    one); 429 ``rate_limited`` with ``Retry-After`` beyond. Health and the static files are not limited."""
+
+    def __init__(self, app: ASGIApp, rate: float, burst: int, metrics: Metrics, anonymous_rate: float | None = None,
+                 anonymous_burst: int | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.metrics = metrics
-        self.clock = clock
-        self.buckets: OrderedDict[str, list[float]] = OrderedDict()
+        self.rate = rate
+        limits = Limits(rate, burst, rate if anonymous_rate is None else anonymous_rate,
+                        burst if anonymous_burst is None else anonymous_burst)
+        self.limiter = RateLimiter(limits, MAX_BUCKETS, clock)
+        self.layer = RateLimitMiddleware(app, self.limiter, applies=self._applies, credential_of=bearer_credential,
+                                         address_of=client_address, refuse=self._refuse)
 
     @staticmethod
-    def _token_key(scope: Scope) -> str | None:
-        for k, v in scope.get("headers") or ():
-            if k == b"authorization":
-                import hashlib
+    def _applies(scope: Scope) -> bool:
+        path = scope["path"]
+        return path != "/api/v1/health" and (path.startswith("/api/") or path == "/metrics")
 
-                return "t:" + hashlib.sha256(v).hexdigest()[:24]
-        return None
-
-    def allow(self, key: str, factor: float = 1.0) -> float:
-        """0 when allowed (one request taken from ``key``'s bucket), else the seconds until one would be."""
-        rate, burst = self.rate * factor, self.burst * factor
-        now = self.clock()
-        b = self.buckets.get(key)
-        if b is None:
-            if len(self.buckets) >= MAX_BUCKETS:
-                self.buckets.popitem(last=False)
-            b = self.buckets[key] = [burst, now]
-        else:
-            self.buckets.move_to_end(key)
-        tokens = min(burst, b[0] + (now - b[1]) * rate)
-        b[1] = now
-        if tokens >= 1.0:
-            b[0] = tokens - 1.0
-            return 0.0
-        b[0] = tokens
-        return (1.0 - tokens) / rate
-
-    def wait(self, scope: Scope) -> float:
-        """A request counts against its token's bucket and against its address's, which is
-        ``ADDRESS_FACTOR`` times larger (several tokens may share an address) and stops a flood of
-        made-up tokens from one client."""
-        token = self._token_key(scope)
-        if token is not None:
-            w = self.allow(token)
-            if w > 0:
-                return w
-        return self.allow("a:" + client_address(scope), ADDRESS_FACTOR if token is not None else 1.0)
+    async def _refuse(self, scope: Scope, send: Send, retry_after: int, which: str) -> None:
+        self.metrics.rate_limited += 1
+        scope.setdefault("state", {})["audit_detail"] = "rate_limited"
+        whose = "this token" if which == "credential" else "this address"
+        await send_json(
+            send, 429, error_body("rate_limited", f"too many requests from {whose}; retry in {retry_after} s"),
+            [(b"retry-after", str(retry_after).encode())],
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.rate <= 0 or scope["path"] == "/api/v1/health" or not (
-            scope["path"].startswith("/api/") or scope["path"] == "/metrics"
-        ):
-            await self.app(scope, receive, send)
-            return
-        wait = self.wait(scope)
-        if wait > 0:
-            self.metrics.rate_limited += 1
-            scope.setdefault("state", {})["audit_detail"] = "rate_limited"
-            retry = str(max(1, math.ceil(wait)))
-            await send_json(
-                send, 429, error_body("rate_limited", f"too many requests: at most {self.rate:g}/s; retry in {retry} s"),
-                [(b"retry-after", retry.encode())],
-            )
-            return
-        await self.app(scope, receive, send)
+        await self.layer(scope, receive, send)
 
 
 class BodyTooLarge(Exception):

@@ -129,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--settings", required=True, help="JSON file of the API's configuration")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from alerts import logsafe
+
+    logsafe.install()
     from api.enterprise.settings import EnterpriseSettings
 
     settings = EnterpriseSettings.from_json(Path(args.settings).read_text(encoding="utf-8"))

@@ -14,12 +14,14 @@ from fastapi.staticfiles import StaticFiles
 from api.province import errors
 from api.province.audit import AuditMiddleware, AuditWriter, BodyLimitMiddleware
 from api.province.auth import Authenticator
+from api.province.intake import GroupCommit, ReportIntake
 from api.province.keys import SecretBox, load_master_key, verify_master
 from api.province.routers import advisories, audit, credentials, enterprises, incidents, schema, situation, tokens
 from api.province.service import ProvinceService
 from api.province.settings import ProvinceSettings
-from api.province.sqlite_store import SQLiteProvinceStore
 from api.province.store import ProvinceStore
+from api.province.stores import open_store
+from api.province.throttle import ProvinceRateLimit
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
@@ -65,18 +67,23 @@ def create_app(
 ) -> FastAPI:
     import time
 
+    from alerts import logsafe
+
+    logsafe.install()  # tokens, secrets and the master key are masked in every log line
     settings = settings or ProvinceSettings.from_env()
     clock = clock or time.time
-    store = store or SQLiteProvinceStore(settings.db, settings.synchronous, settings.max_nonces)
+    store = store or open_store(settings)  # SQLite, or Elasticsearch with settings.store = "es"
     box = SecretBox(
         master_key if master_key is not None else load_master_key(settings.key_path(), settings.create_master_key)
     )
     verify_master(store, box)
     writer = AuditWriter(store, settings.audit_flush_seconds)
+    committer = GroupCommit(store, settings.clock_skew, clock)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        committer.close()
         writer.flush()
         writer.close()
         store.close()
@@ -93,6 +100,7 @@ def create_app(
     app.state.box = box
     app.state.auth = Authenticator(store, box, settings, clock)
     app.state.service = ProvinceService(store, settings, clock)
+    app.state.intake = ReportIntake(app.state.service, committer)
     app.state.audit = writer
     errors.install(app)
     for module in (incidents, advisories, situation, enterprises, credentials, tokens, audit, schema):
@@ -128,6 +136,7 @@ def create_app(
 
     # Added last = outermost: the audit layer sees every answer, including the size refusals.
     app.add_middleware(BodyLimitMiddleware, max_body=settings.max_body)
+    app.add_middleware(ProvinceRateLimit, settings=settings)  # inside the audit layer: 429s are audited
     app.add_middleware(AuditMiddleware, writer_of=lambda: writer, trusted_proxies=settings.trusted_proxies)
     app.add_middleware(SecurityHeaders)
     return app

@@ -14,7 +14,6 @@ full, requests wait for the writer rather than go unrecorded.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import queue
@@ -23,6 +22,7 @@ import threading
 import time
 from typing import Any, Awaitable, Callable, MutableMapping
 
+from api.client_address import ClientAddress
 from api.province.store import AuditEntry, AuditStore
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,8 @@ def _result(status: int) -> str:
         return "ok"
     if status in (401, 403):
         return "denied"
+    if status == 429:
+        return "throttled"
     if status >= 500:
         return "error"
     return "invalid"
@@ -116,19 +118,11 @@ class AuditMiddleware:
     def __init__(self, app: ASGIApp, writer_of: Callable[[], AuditWriter | None], trusted_proxies: list[str]) -> None:
         self.app = app
         self.writer_of = writer_of
-        self.proxies = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
+        self._client_address = ClientAddress(trusted_proxies)
 
     def _client(self, scope: Scope) -> str:
-        host = (scope.get("client") or ("", 0))[0] or ""
-        try:
-            trusted = any(ipaddress.ip_address(host) in n for n in self.proxies)
-        except ValueError:
-            trusted = False
-        if trusted:
-            for k, v in scope.get("headers") or ():
-                if k == b"x-forwarded-for":
-                    return v.decode("latin-1").split(",")[0].strip()[:64]
-        return host
+        # X-Forwarded-For read from the right past the trusted proxies: its left end is the client's to write.
+        return self._client_address(scope)[:64]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/api/") or scope["path"] in UNAUDITED:

@@ -7,7 +7,9 @@ headers present -> timestamp within ``clock_skew`` of now -> nonce well formed -
 body digest matches the header -> signature matches (constant-time) -> key neither revoked nor past
 its rotation overlap -> enterprise active (403) -> nonce never seen for this key (persisted, so a
 restart does not reopen a replay window). The nonce is consumed only after the signature checked out,
-so nobody without the secret can fill the replay cache.
+so nobody without the secret can fill the replay cache. The report intake runs the same checks in
+two steps (``check_signature``, then the nonce in the intake's group commit with the report itself:
+api/province/intake.py), so a report and its nonce are committed together.
 
 Roles: ``enterprise`` (its own incidents and advisories only), ``analyst`` (every enterprise's data,
 issues advisories), ``admin`` (analyst + registry, credentials, tokens, audit log).
@@ -46,6 +48,15 @@ TOKEN_PREFIX = "ipt_"
 SECRET_PREFIX = "isk_"
 KEY_PREFIX = "ik_"
 MAX_TOUCH_CACHE = 10_000
+
+
+@dataclass(frozen=True)
+class NonceClaim:
+    """The nonce of a request whose signature checked out, still to be consumed."""
+
+    key_id: str
+    nonce: str
+    ts: float
 
 
 @dataclass(frozen=True)
@@ -146,6 +157,18 @@ class Authenticator:
     def verify_signature(
         self, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes
     ) -> Principal:
+        """Every check, the nonce included (consumed here)."""
+        principal, claim = self.check_signature(method, path, query, headers, body)
+        now = self.clock()
+        if not self.store.use_nonce(claim.key_id, claim.nonce, claim.ts, now, self.settings.clock_skew):
+            raise replayed_nonce()
+        return principal
+
+    def check_signature(
+        self, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[Principal, NonceClaim]:
+        """Every check but the nonce, which the caller must consume (``use_nonce`` or an intake batch)
+        before it acts on the request."""
         now = self.clock()
         key_id = headers.get(HEADER_KEY_ID.lower(), "")
         ts_raw = headers.get(HEADER_TIMESTAMP.lower(), "")
@@ -191,10 +214,10 @@ class Authenticator:
             raise _unauthorized("expired_key", "this key was rotated and its overlap period is over")
         if enterprise is None or not enterprise.active:
             raise ApiError(403, "enterprise_inactive", "the enterprise of this key is not active in the registry")
-        if not self.store.use_nonce(key_id, nonce, float(ts), now, self.settings.clock_skew):
-            raise _unauthorized("replayed_nonce", "this nonce was already used: every request needs a fresh one")
         self._touch("key", key_id, now, self.store.touch_credential)
-        return Principal("enterprise", key_id, "enterprise", enterprise.id, enterprise)
+        return Principal("enterprise", key_id, "enterprise", enterprise.id, enterprise), NonceClaim(
+            key_id, nonce, float(ts)
+        )
 
     def verify_bearer(self, token: str) -> Principal:
         now = self.clock()
@@ -209,6 +232,10 @@ class Authenticator:
         return Principal("token", tok.token_id, tok.role)
 
 
+def replayed_nonce() -> ApiError:
+    return _unauthorized("replayed_nonce", "this nonce was already used: every request needs a fresh one")
+
+
 def signed_path(scope: Mapping[str, Any]) -> str:
     """The path the client signed: as sent (percent-encoded), with the proxy's root path if any."""
     raw = scope.get("raw_path")
@@ -220,17 +247,32 @@ def signed_path(scope: Mapping[str, Any]) -> str:
 
 
 def authenticate_body(request: Request, body: bytes, *roles: str) -> Principal:
-    """Synchronous form of ``authenticate`` + ``require`` for the hot write routes, which call it in the
-    same worker thread as the store write (one thread hop per report instead of two)."""
+    """Synchronous form of ``authenticate`` + ``require`` for the signed write routes, which call it in the
+    same worker thread as the store write (one thread hop per request instead of two). The report
+    intake uses ``check_request`` and spends the nonce in its group commit instead."""
+    principal, claim = check_request(request, body, *roles)
+    if claim is not None:
+        auth: Authenticator = request.app.state.auth
+        if not auth.store.use_nonce(claim.key_id, claim.nonce, claim.ts, auth.clock(), auth.settings.clock_skew):
+            raise replayed_nonce()
+    request.state.principal = principal
+    return principal
+
+
+def check_request(request: Request, body: bytes, *roles: str) -> tuple[Principal, NonceClaim | None]:
+    """``authenticate_body`` without consuming the nonce of a signed request: the caller gets it back and
+    consumes it with the write (the report intake's group commit). A bearer token has no nonce (None).
+    Runs on the event loop: a few microseconds of hashing and one indexed read."""
     auth: Authenticator = request.app.state.auth
     state = request.state
     authz = request.headers.get("authorization", "")
+    claim: NonceClaim | None = None
     if authz[:7].lower() == "bearer ":
         state.claimed_actor = "bearer"
         principal = auth.verify_bearer(authz[7:])
     elif request.headers.get(HEADER_SIGNATURE.lower()) is not None or request.headers.get(HEADER_KEY_ID.lower()):
         state.claimed_actor = request.headers.get(HEADER_KEY_ID.lower(), "")[:64]
-        principal = auth.verify_signature(
+        principal, claim = auth.check_signature(
             request.method,
             signed_path(request.scope),
             request.scope.get("query_string", b"").decode("latin-1"),
@@ -239,10 +281,10 @@ def authenticate_body(request: Request, body: bytes, *roles: str) -> Principal:
         )
     else:
         raise _unauthorized("unauthenticated", "sign the request (enterprises) or send a bearer token (province staff)")
-    state.principal = principal
     if principal.role not in roles:
+        state.principal = principal
         raise ApiError(403, "forbidden", f"this needs the role {' or '.join(roles)}; you are {principal.role}")
-    return principal
+    return principal, claim
 
 
 async def authenticate(request: Request) -> Principal:

@@ -31,7 +31,10 @@ class MasterKeyError(Exception):
 
 
 def _decode(text: str) -> bytes:
+    from alerts.logsafe import register_secret
+
     text = text.strip()
+    register_secret(text)  # masked in every log line from now on
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (ValueError, TypeError):

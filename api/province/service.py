@@ -87,7 +87,19 @@ class ProvinceService:
 
     # -- intake ---------------------------------------------------------------------------------------
     def intake(self, principal: Principal, body: bytes) -> tuple[int, dict[str, Any]]:
-        """(HTTP status, reply): 201 for a new incident, 200 with ``duplicate: true`` for a repeat."""
+        """(HTTP status, reply): 201 for a new incident, 200 with ``duplicate: true`` for a repeat.
+        One report, one transaction; the API's intake batches concurrent reports (api/province/intake.py)
+        with ``prepare_intake`` and ``intake_reply`` around the store's ``intake_batch``."""
+        created, stored = self.store.insert_incident(self.prepare_intake(principal, body))
+        return self.intake_reply(created, stored)
+
+    def intake_reply(self, created: bool, stored: IncidentRecord) -> tuple[int, dict[str, Any]]:
+        reply = self.receipt(stored)
+        reply["duplicate"] = not created
+        return (201 if created else 200), reply
+
+    def prepare_intake(self, principal: Principal, body: bytes) -> IncidentRecord:
+        """The record a report makes (validated, deadline computed), or the ApiError that refuses it."""
         enterprise = principal.enterprise
         assert enterprise is not None
         try:
@@ -108,7 +120,7 @@ class ProvinceService:
         doc = report.model_dump(mode="json", exclude_none=True)
         doc["enterprise_id"] = enterprise.id
         deadline = self.deadline(report.level, enterprise.cii, discovered)
-        rec = IncidentRecord(
+        return IncidentRecord(
             enterprise_id=enterprise.id,
             incident_id=report.incident_id,
             doc=doc,
@@ -128,10 +140,6 @@ class ProvinceService:
             techniques=list(report.techniques),
             asset_types=sorted({a.asset_type for a in report.affected_assets}),
         )
-        created, stored = self.store.insert_incident(rec)
-        reply = self.receipt(stored)
-        reply["duplicate"] = not created
-        return (201 if created else 200), reply
 
     def receipt(self, rec: IncidentRecord) -> dict[str, Any]:
         return {

@@ -42,6 +42,19 @@ class ProvinceSettings(BaseModel):
         default_factory=lambda: ["127.0.0.1/32", "::1/128"],
         description="CIDRs of reverse proxies whose X-Forwarded-For names the client (for the audit log)",
     )
+    rate_limit: float = Field(
+        100.0,
+        ge=0,
+        description="requests per second per enterprise key or staff token (requests that authenticated); 0 = no limit",
+    )
+    rate_burst: int = Field(500, ge=1, description="requests allowed at once above rate_limit (token bucket size)")
+    anonymous_rate_limit: float = Field(
+        20.0,
+        ge=0,
+        description="requests per second per client address for requests that did not authenticate "
+        "(no credential, a bad signature, an unknown or revoked key); 0 = no limit",
+    )
+    anonymous_rate_burst: int = Field(100, ge=1, description="bucket size of anonymous_rate_limit")
     audit_flush_seconds: float = Field(0.2, gt=0, le=10, description="the audit writer commits at least this often")
     touch_seconds: float = Field(
         60.0, ge=0, description="last-used times of keys and tokens are written at most this often"
@@ -49,6 +62,23 @@ class ProvinceSettings(BaseModel):
     synchronous: str = Field(
         "NORMAL", pattern="^(NORMAL|FULL)$", description="SQLite synchronous mode (FULL survives a power cut)"
     )
+    store: str = Field(
+        "sqlite",
+        pattern="^(sqlite|es)$",
+        description="where incidents, advisories and the audit log live: sqlite (the db file) or es "
+        "(Elasticsearch at es_urls; the registry, keys, tokens and the replay cache stay in the db file)",
+    )
+    es_urls: list[str] = Field(
+        default_factory=list,
+        description="Elasticsearch nodes for store=es (default: ICSWATCH_ES_URL, comma-separated); the API key "
+        "or password come from ICSWATCH_ES_API_KEY / ICSWATCH_ES_PASSWORD, never from a flag",
+    )
+    es_index_prefix: str = Field(
+        "icswatch-province", pattern=r"^[a-z0-9][a-z0-9._-]{0,100}$", description="prefix of the platform's indices"
+    )
+    es_username: str = Field("", max_length=200, description="basic-auth user (with ICSWATCH_ES_PASSWORD)")
+    es_ca_file: str | None = Field(None, description="CA bundle that signed the cluster's certificate (PEM)")
+    es_timeout: float = Field(10.0, gt=0, le=300, description="seconds before an Elasticsearch request fails")
     title: str = Field("icswatch provincial platform", max_length=200)
 
     @classmethod

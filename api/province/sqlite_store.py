@@ -6,19 +6,42 @@ the situational picture groups on (city, industry, level, status, late, times) w
 aggregate, and three narrow side tables (incident x protocol / technique / asset type) so those
 counts are index scans rather than JSON parsing.
 
-One connection shared by the app's threads behind a lock: SQLite serialises writers anyway, and a
-single connection keeps the WAL's read snapshots simple. ``synchronous=NORMAL`` survives a process
-crash (a power cut may lose the last transactions; use FULL where that matters).
+Connections: one writer connection shared by the app's threads behind a lock (SQLite serialises
+writers anyway), and one read-only connection per thread for the queries. WAL readers wait neither
+for the writer nor for each other, so the report intake (on the event loop) never waits behind a
+dashboard query in a worker thread, and the other way round.
+
+Several processes (``icswatch province serve --workers N``) share the file: their transactions also
+take an exclusive ``flock`` on ``<db>-writelock``, so a writer that finds the database busy sleeps in
+the kernel until the other one commits, instead of in SQLite's busy handler, which polls with sleeps
+of 1, 2, 5, 10... ms (on the event loop, that would stall every request of the worker).
+
+Housekeeping runs in a thread of its own (``_Maintenance``), never inside a request: checkpoints
+(copying the WAL back into the database, with a flush of both files; otherwise whichever commit
+crosses SQLite's 1,000-page mark waits for two disk flushes, on the event loop), and the replay cache's
+pruning, in small transactions (at 1,000 reports/s the cache holds 300,000 nonces, and deleting a
+second's worth of expired ones, or counting them, takes tens of milliseconds).
+
+Durability: ``synchronous=NORMAL`` (the default) commits without waiting for the disk: a committed
+report survives a crash of the platform process (the WAL is in the OS page cache), but a power cut or
+a kernel crash can lose the transactions of the last moments (at most what was committed since the
+last checkpoint's flush). ``FULL`` flushes the WAL to the disk at every commit, so an acknowledged
+report survives a power cut too; the intake's group commit (api/province/intake.py) then shares one
+flush between the reports that arrived together. docs/linkage.md ("Durability") has the figures.
 """
 
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
+import logging
+import os
 import sqlite3
 import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from api.province.store import (
     Advisory,
@@ -28,6 +51,8 @@ from api.province.store import (
     Enterprise,
     IncidentFilter,
     IncidentRecord,
+    IntakeItem,
+    IntakeOutcome,
     Page,
     Recipient,
     SituationQuery,
@@ -38,7 +63,14 @@ from api.province.store import (
     UpdateRecord,
 )
 
+log = logging.getLogger(__name__)
+
 MAX_LIMIT = 1000
+MAINTENANCE_SECONDS = 0.5  # checkpoint and prune this often (the WAL holds about this much intake)
+WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes the WAL file is truncated to when it restarts
+WRITER_CACHE_KIB = 65536  # the writer's page cache: the replay cache's random keys stay in memory
+NONCE_PRUNE_CHUNK = 500  # nonces deleted per transaction (a few ms of the write lock)
+NONCE_BOUND_EVERY = 20  # maintenance rounds between two counts of the replay cache
 MAX_NONCES = 1_000_000  # replay cache bound (rows); pruned by age first
 NONCE_PRUNE_EVERY = 1024
 OPEN_STATUSES = ("open", "handling", "contained")
@@ -210,35 +242,86 @@ class SQLiteProvinceStore:
 
     def __init__(self, path: str | Path, synchronous: str = "NORMAL", max_nonces: int = MAX_NONCES) -> None:
         self.path = str(path)
-        if self.path != ":memory:":
+        self._memory = self.path == ":memory:"  # one connection only: another would open another database
+        if not self._memory:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         if synchronous.upper() not in ("OFF", "NORMAL", "FULL"):
             raise StoreError("synchronous must be OFF, NORMAL or FULL")
+        self.synchronous = synchronous.upper()
+        # Without a flush per commit an intake batch is a few hundred microseconds of CPU: cheaper to run
+        # on the event loop than to hand to a thread. With FULL it waits for the disk: a thread's job.
+        self.intake_in_loop = self.synchronous != "FULL"
         self._lock = threading.RLock()
         self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
         self.conn.row_factory = sqlite3.Row
         self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        self.conn.execute(f"PRAGMA synchronous={self.synchronous}")
         self.conn.execute("PRAGMA foreign_keys=ON")
         self.migrated = migrate(self.conn)
         self.max_nonces = max_nonces
         self._nonce_inserts = 0
+        self._nonces_pruned_at = 0
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._writelock_fd: int | None = None
+        self._maintenance: _Maintenance | None = None
+        self.nonce_window = 300.0  # the replay window last asked for (settings.clock_skew)
+        self.conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
+        if not self._memory:
+            self._writelock_fd = os.open(self.path + "-writelock", os.O_RDWR | os.O_CREAT, 0o600)
+            self.conn.execute("PRAGMA wal_autocheckpoint=0")
+            self.conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+            self._maintenance = _Maintenance(self)
 
     def close(self) -> None:
+        if self._maintenance is not None:
+            self._maintenance.close()
+        with self._readers_lock:
+            readers, self._readers = self._readers, []
+        for r in readers:
+            try:
+                r.close()
+            except sqlite3.Error:
+                pass
         with self._lock:
             try:
                 self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
             except sqlite3.Error:
                 pass
             self.conn.close()
+            if self._writelock_fd is not None:
+                os.close(self._writelock_fd)
+                self._writelock_fd = None
 
     def _tx(self) -> "_Tx":
         return _Tx(self)
 
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's read-only connection (made on first use)."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA query_only=ON")
+            with self._readers_lock:
+                self._readers.append(conn)
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A connection for queries: this thread's reader (the writer's, under its lock, for :memory:)."""
+        if self._memory:
+            with self._lock:
+                yield self.conn
+        else:
+            yield self._reader()
+
     # -- meta ---------------------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
-        with self._lock:
-            row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        with self._read() as c:
+            row = c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
     def set_meta(self, key: str, value: str) -> None:
@@ -304,8 +387,8 @@ class SQLiteProvinceStore:
             return self.get_enterprise(enterprise_id)
 
     def get_enterprise(self, enterprise_id: str) -> Enterprise | None:
-        with self._lock:
-            r = self.conn.execute("SELECT * FROM enterprises WHERE id = ?", (enterprise_id,)).fetchone()
+        with self._read() as c:
+            r = c.execute("SELECT * FROM enterprises WHERE id = ?", (enterprise_id,)).fetchone()
         return self._enterprise(r) if r else None
 
     def list_enterprises(
@@ -325,9 +408,9 @@ class SQLiteProvinceStore:
             pp.append(_uncursor(cursor, 1)[0])
         limit = max(1, min(limit, MAX_LIMIT))
         sql = "SELECT * FROM enterprises" + (" WHERE " + " AND ".join(pw) if pw else "") + " ORDER BY id LIMIT ?"
-        with self._lock:
-            total = self.conn.execute(total_sql, params).fetchone()[0]
-            rows = self.conn.execute(sql, [*pp, limit + 1]).fetchall()
+        with self._read() as c:
+            total = c.execute(total_sql, params).fetchone()[0]
+            rows = c.execute(sql, [*pp, limit + 1]).fetchall()
         items = [self._enterprise(r) for r in rows[:limit]]
         return Page(items, _cursor([items[-1].id]) if len(rows) > limit else None, total)
 
@@ -345,8 +428,8 @@ class SQLiteProvinceStore:
             if not ors:
                 return []
             sql = f"SELECT id FROM enterprises WHERE active = 1 AND ({' OR '.join(ors)})"
-        with self._lock:
-            return [r[0] for r in self.conn.execute(sql + " ORDER BY id", params)]
+        with self._read() as c:
+            return [r[0] for r in c.execute(sql + " ORDER BY id", params)]
 
     # -- credentials and tokens -----------------------------------------------------------------------
     @staticmethod
@@ -379,14 +462,14 @@ class SQLiteProvinceStore:
             )
 
     def get_credential(self, key_id: str) -> Credential | None:
-        with self._lock:
-            r = self.conn.execute("SELECT * FROM credentials WHERE key_id = ?", (key_id,)).fetchone()
+        with self._read() as c:
+            r = c.execute("SELECT * FROM credentials WHERE key_id = ?", (key_id,)).fetchone()
         return self._credential(r) if r else None
 
     def credential_and_enterprise(self, key_id: str) -> tuple[Credential, Enterprise | None] | None:
         # One query on the hot path of every signed request instead of two.
-        with self._lock:
-            r = self.conn.execute(
+        with self._read() as c:
+            r = c.execute(
                 "SELECT c.*, e.id AS e_id, e.name, e.uscc, e.city, e.industry, e.security_class, e.cii, e.contacts, "
                 "e.active, e.created_at AS e_created, e.updated_at AS e_updated FROM credentials c "
                 "LEFT JOIN enterprises e ON e.id = c.enterprise_id WHERE c.key_id = ?",
@@ -412,8 +495,8 @@ class SQLiteProvinceStore:
         return self._credential(r), ent
 
     def list_credentials(self, enterprise_id: str) -> list[Credential]:
-        with self._lock:
-            rows = self.conn.execute(
+        with self._read() as c:
+            rows = c.execute(
                 "SELECT * FROM credentials WHERE enterprise_id = ? ORDER BY created_at", (enterprise_id,)
             ).fetchall()
         return [self._credential(r) for r in rows]
@@ -433,8 +516,8 @@ class SQLiteProvinceStore:
         return cur.rowcount > 0
 
     def touch_credential(self, key_id: str, ts: float) -> None:
-        with self._lock:
-            self.conn.execute("UPDATE credentials SET last_used_at = ? WHERE key_id = ?", (ts, key_id))
+        with self._tx() as c:  # a transaction for the cross-process write lock: this runs on the event loop
+            c.execute("UPDATE credentials SET last_used_at = ? WHERE key_id = ?", (ts, key_id))
 
     @staticmethod
     def _token(r: sqlite3.Row) -> Token:
@@ -457,13 +540,13 @@ class SQLiteProvinceStore:
             )
 
     def get_token(self, token_hash: str) -> Token | None:
-        with self._lock:
-            r = self.conn.execute("SELECT * FROM tokens WHERE token_hash = ?", (token_hash,)).fetchone()
+        with self._read() as c:
+            r = c.execute("SELECT * FROM tokens WHERE token_hash = ?", (token_hash,)).fetchone()
         return self._token(r) if r else None
 
     def list_tokens(self) -> list[Token]:
-        with self._lock:
-            return [self._token(r) for r in self.conn.execute("SELECT * FROM tokens ORDER BY created_at")]
+        with self._read() as c:
+            return [self._token(r) for r in c.execute("SELECT * FROM tokens ORDER BY created_at")]
 
     def revoke_token(self, token_id: str, ts: float) -> bool:
         with self._lock:
@@ -473,18 +556,45 @@ class SQLiteProvinceStore:
         return cur.rowcount > 0
 
     def touch_token(self, token_id: str, ts: float) -> None:
-        with self._lock:
-            self.conn.execute("UPDATE tokens SET last_used_at = ? WHERE token_id = ?", (ts, token_id))
+        with self._tx() as c:
+            c.execute("UPDATE tokens SET last_used_at = ? WHERE token_id = ?", (ts, token_id))
 
     # -- nonces -------------------------------------------------------------------------------------
     def use_nonce(self, key_id: str, nonce: str, ts: float, now: float, window: float) -> bool:
-        with self._lock:
-            cur = self.conn.execute("INSERT OR IGNORE INTO nonces VALUES (?, ?, ?)", (key_id, nonce, ts))
+        with self._tx() as c:
+            cur = c.execute("INSERT OR IGNORE INTO nonces VALUES (?, ?, ?)", (key_id, nonce, ts))
             fresh = cur.rowcount == 1
             self._nonce_inserts += 1
-            if self._nonce_inserts % NONCE_PRUNE_EVERY == 0:
-                self._prune_nonces(now, window)
+            self._maybe_prune_nonces(now, window)
         return fresh
+
+    def _maybe_prune_nonces(self, now: float, window: float) -> None:
+        """Inline pruning, for a database in memory only: a file has its maintenance thread."""
+        self.nonce_window = window
+        if self._maintenance is None and self._nonce_inserts - self._nonces_pruned_at >= NONCE_PRUNE_EVERY:
+            self._nonces_pruned_at = self._nonce_inserts
+            self._prune_nonces(now, window)
+
+    def prune_nonces_step(self, now: float, count: bool) -> int:
+        """One small transaction of the maintenance thread: delete up to NONCE_PRUNE_CHUNK nonces that left
+        the window (or, with ``count`` and the cache over ``max_nonces``, the oldest). Returns how many."""
+        with self._tx() as c:
+            cur = c.execute(
+                "DELETE FROM nonces WHERE (key_id, nonce) IN "
+                "(SELECT key_id, nonce FROM nonces WHERE ts < ? ORDER BY ts LIMIT ?)",
+                (now - self.nonce_window - 1.0, NONCE_PRUNE_CHUNK),
+            )
+            deleted = cur.rowcount
+            if deleted < NONCE_PRUNE_CHUNK and count:
+                over = int(c.execute("SELECT COUNT(*) FROM nonces").fetchone()[0]) - self.max_nonces
+                if over > 0:
+                    cur = c.execute(
+                        "DELETE FROM nonces WHERE (key_id, nonce) IN "
+                        "(SELECT key_id, nonce FROM nonces ORDER BY ts LIMIT ?)",
+                        (min(over, NONCE_PRUNE_CHUNK),),
+                    )
+                    deleted += cur.rowcount
+        return deleted
 
     def _prune_nonces(self, now: float, window: float) -> None:
         # A nonce only has to be remembered while its timestamp would still pass the window check.
@@ -499,8 +609,8 @@ class SQLiteProvinceStore:
             )
 
     def nonce_count(self) -> int:
-        with self._lock:
-            return int(self.conn.execute("SELECT COUNT(*) FROM nonces").fetchone()[0])
+        with self._read() as c:
+            return int(c.execute("SELECT COUNT(*) FROM nonces").fetchone()[0])
 
     # -- incidents ----------------------------------------------------------------------------------
     @staticmethod
@@ -556,52 +666,100 @@ class SQLiteProvinceStore:
                 f"INSERT OR IGNORE INTO incident_{name}s (pk, {name}) VALUES (?, ?)", [(pk, v) for v in set(values)]
             )
 
+    _INSERT_INCIDENT = (
+        "INSERT OR IGNORE INTO incidents (enterprise_id, incident_id, city, industry, cii, level, status, "
+        "discovered_at, received_at, updated_at, deadline, late, reportable_at, revision, search, doc) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+
+    def _insert_row(self, c: sqlite3.Connection, rec: IncidentRecord) -> int | None:
+        """The new row's pk, or None when (enterprise_id, incident_id) is already there."""
+        cur = c.execute(
+            self._INSERT_INCIDENT,
+            (
+                rec.enterprise_id,
+                rec.incident_id,
+                rec.city,
+                rec.industry,
+                int(rec.cii),
+                rec.level,
+                rec.status,
+                rec.discovered_at,
+                rec.received_at,
+                rec.updated_at,
+                rec.deadline,
+                int(rec.late),
+                rec.reportable_at,
+                rec.revision,
+                self._search_text(rec),
+                _dumps(rec.doc),
+            ),
+        )
+        return int(cur.lastrowid or 0) if cur.rowcount == 1 else None
+
+    def _existing(self, c: sqlite3.Connection, enterprise_id: str, incident_id: str) -> IncidentRecord:
+        row = c.execute(
+            "SELECT * FROM incidents WHERE enterprise_id = ? AND incident_id = ?", (enterprise_id, incident_id)
+        ).fetchone()
+        return self._incident(row)
+
+    def intake_batch(self, items: Sequence[IntakeItem], now: float, window: float) -> list[IntakeOutcome]:
+        """Nonces and new incidents of several reports in one transaction: one commit (and with FULL one
+        flush) for the batch instead of two per report, and the pages every insert touches (the right
+        end of each index) written to the WAL once. Items are applied in order, exactly as ``use_nonce``
+        then ``insert_incident`` one after the other would."""
+        out: list[IntakeOutcome] = []
+        sides: dict[str, set[tuple[int, str]]] = {"protocol": set(), "technique": set(), "asset_type": set()}
+        with self._tx() as c:
+            for item in items:
+                cur = c.execute("INSERT OR IGNORE INTO nonces VALUES (?, ?, ?)", (item.key_id, item.nonce, item.ts))
+                if cur.rowcount != 1:
+                    out.append(IntakeOutcome(fresh=False))
+                    continue
+                self._nonce_inserts += 1
+                rec = item.record
+                if rec is None:
+                    out.append(IntakeOutcome(fresh=True))
+                    continue
+                pk = self._insert_row(c, rec)
+                if pk is None:
+                    out.append(
+                        IntakeOutcome(
+                            fresh=True, created=False, stored=self._existing(c, rec.enterprise_id, rec.incident_id)
+                        )
+                    )
+                    continue
+                for name, values in (
+                    ("protocol", rec.protocols),
+                    ("technique", rec.techniques),
+                    ("asset_type", rec.asset_types),
+                ):
+                    sides[name].update((pk, v) for v in values)
+                out.append(IntakeOutcome(fresh=True, created=True, stored=rec))
+            for name, rows in sides.items():
+                if rows:
+                    c.executemany(f"INSERT OR IGNORE INTO incident_{name}s (pk, {name}) VALUES (?, ?)", list(rows))
+            self._maybe_prune_nonces(now, window)
+        return out
+
     def insert_incident(self, rec: IncidentRecord) -> tuple[bool, IncidentRecord]:
         with self._tx() as c:
-            cur = c.execute(
-                "INSERT OR IGNORE INTO incidents (enterprise_id, incident_id, city, industry, cii, level, status, "
-                "discovered_at, received_at, updated_at, deadline, late, reportable_at, revision, search, doc) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    rec.enterprise_id,
-                    rec.incident_id,
-                    rec.city,
-                    rec.industry,
-                    int(rec.cii),
-                    rec.level,
-                    rec.status,
-                    rec.discovered_at,
-                    rec.received_at,
-                    rec.updated_at,
-                    rec.deadline,
-                    int(rec.late),
-                    rec.reportable_at,
-                    rec.revision,
-                    self._search_text(rec),
-                    _dumps(rec.doc),
-                ),
-            )
-            if cur.rowcount == 1:
-                self._write_sides(c, int(cur.lastrowid or 0), rec, fresh=True)
+            pk = self._insert_row(c, rec)
+            if pk is not None:
+                self._write_sides(c, pk, rec, fresh=True)
                 return True, rec
-            row = c.execute(
-                "SELECT * FROM incidents WHERE enterprise_id = ? AND incident_id = ?",
-                (rec.enterprise_id, rec.incident_id),
-            ).fetchone()
-        return False, self._incident(row)
+            return False, self._existing(c, rec.enterprise_id, rec.incident_id)
 
     def get_incident(self, enterprise_id: str, incident_id: str) -> IncidentRecord | None:
-        with self._lock:
-            r = self.conn.execute(
+        with self._read() as c:
+            r = c.execute(
                 "SELECT * FROM incidents WHERE enterprise_id = ? AND incident_id = ?", (enterprise_id, incident_id)
             ).fetchone()
         return self._incident(r) if r else None
 
     def find_incident(self, incident_id: str) -> list[IncidentRecord]:
-        with self._lock:
-            rows = self.conn.execute(
-                "SELECT * FROM incidents WHERE incident_id = ? LIMIT 10", (incident_id,)
-            ).fetchall()
+        with self._read() as c:
+            rows = c.execute("SELECT * FROM incidents WHERE incident_id = ? LIMIT 10", (incident_id,)).fetchall()
         return [self._incident(r) for r in rows]
 
     def apply_update(self, rec: IncidentRecord, update: UpdateRecord, expected_revision: int) -> UpdateOutcome:
@@ -644,8 +802,8 @@ class SQLiteProvinceStore:
         return "applied"
 
     def incident_history(self, enterprise_id: str, incident_id: str) -> list[UpdateRecord]:
-        with self._lock:
-            rows = self.conn.execute(
+        with self._read() as c:
+            rows = c.execute(
                 "SELECT u.* FROM incident_updates u JOIN incidents i ON i.pk = u.pk "
                 "WHERE i.enterprise_id = ? AND i.incident_id = ? ORDER BY u.revision",
                 (enterprise_id, incident_id),
@@ -689,9 +847,9 @@ class SQLiteProvinceStore:
             + (" WHERE " + " AND ".join(pw) if pw else "")
             + " ORDER BY received_at DESC, pk DESC LIMIT ?"
         )
-        with self._lock:
-            total = self.conn.execute(total_sql, params).fetchone()[0]
-            rows = self.conn.execute(sql, [*pp, limit + 1]).fetchall()
+        with self._read() as c:
+            total = c.execute(total_sql, params).fetchone()[0]
+            rows = c.execute(sql, [*pp, limit + 1]).fetchall()
         more = len(rows) > limit
         rows = rows[:limit]
         nxt = _cursor([rows[-1]["received_at"], rows[-1]["pk"]]) if more and rows else None
@@ -713,8 +871,7 @@ class SQLiteProvinceStore:
         interval = max(60.0, float(q.interval))
         open_marks = ", ".join("?" for _ in OPEN_STATUSES)
         out: dict[str, Any] = {}
-        with self._lock:
-            c = self.conn
+        with self._read() as c:
             t = c.execute(
                 f"SELECT COUNT(*) AS incidents, COALESCE(SUM(i.status IN ({open_marks})), 0) AS open, "
                 "COALESCE(SUM(i.late), 0) AS late, COALESCE(SUM(i.deadline IS NOT NULL), 0) AS mandatory, "
@@ -833,8 +990,8 @@ class SQLiteProvinceStore:
             )
 
     def get_advisory(self, advisory_id: str) -> Advisory | None:
-        with self._lock:
-            r = self.conn.execute("SELECT * FROM advisories WHERE id = ?", (advisory_id,)).fetchone()
+        with self._read() as c:
+            r = c.execute("SELECT * FROM advisories WHERE id = ?", (advisory_id,)).fetchone()
         return self._advisory(r) if r else None
 
     def list_advisories(self, enterprise_id: str | None, limit: int = 100, cursor: str | None = None) -> Page:
@@ -854,24 +1011,24 @@ class SQLiteProvinceStore:
             + (" WHERE " + " AND ".join(pw) if pw else "")
             + " ORDER BY a.issued_at DESC, a.id DESC LIMIT ?"
         )
-        with self._lock:
-            total = self.conn.execute(total_sql, params).fetchone()[0]
-            rows = self.conn.execute(sql, [*pp, limit + 1]).fetchall()
+        with self._read() as c:
+            total = c.execute(total_sql, params).fetchone()[0]
+            rows = c.execute(sql, [*pp, limit + 1]).fetchall()
         more = len(rows) > limit
         items = [self._advisory(r) for r in rows[:limit]]
         return Page(items, _cursor([items[-1].issued_at, items[-1].id]) if more and items else None, int(total))
 
     def recipient(self, advisory_id: str, enterprise_id: str) -> Recipient | None:
-        with self._lock:
-            r = self.conn.execute(
+        with self._read() as c:
+            r = c.execute(
                 "SELECT * FROM advisory_recipients WHERE advisory_id = ? AND enterprise_id = ?",
                 (advisory_id, enterprise_id),
             ).fetchone()
         return self._recipient(r) if r else None
 
     def recipients(self, advisory_id: str) -> list[Recipient]:
-        with self._lock:
-            rows = self.conn.execute(
+        with self._read() as c:
+            rows = c.execute(
                 "SELECT * FROM advisory_recipients WHERE advisory_id = ? ORDER BY enterprise_id", (advisory_id,)
             ).fetchall()
         return [self._recipient(r) for r in rows]
@@ -881,8 +1038,8 @@ class SQLiteProvinceStore:
         if not advisory_ids:
             return {}
         marks = ", ".join("?" for _ in advisory_ids)
-        with self._lock:
-            rows = self.conn.execute(
+        with self._read() as c:
+            rows = c.execute(
                 f"SELECT advisory_id, COUNT(*) AS n, COUNT(acked_at) AS a FROM advisory_recipients "
                 f"WHERE advisory_id IN ({marks}) GROUP BY advisory_id",
                 list(advisory_ids),
@@ -967,9 +1124,9 @@ class SQLiteProvinceStore:
             pp.append(int(_uncursor(f.cursor, 1)[0]))
         limit = max(1, min(f.limit, MAX_LIMIT))
         sql = "SELECT * FROM audit" + (" WHERE " + " AND ".join(pw) if pw else "") + " ORDER BY seq DESC LIMIT ?"
-        with self._lock:
-            total = self.conn.execute(total_sql, params).fetchone()[0]
-            rows = self.conn.execute(sql, [*pp, limit + 1]).fetchall()
+        with self._read() as c:
+            total = c.execute(total_sql, params).fetchone()[0]
+            rows = c.execute(sql, [*pp, limit + 1]).fetchall()
         more = len(rows) > limit
         rows = rows[:limit]
         items = [dict(r) for r in rows]
@@ -977,22 +1134,78 @@ class SQLiteProvinceStore:
 
 
 class _Tx:
-    """``with store._tx() as c:`` one IMMEDIATE transaction under the store's lock."""
+    """``with store._tx() as c:`` one IMMEDIATE transaction under the store's lock and, for a file, the
+    cross-process write lock (module docstring)."""
 
     def __init__(self, store: SQLiteProvinceStore) -> None:
         self.store = store
 
     def __enter__(self) -> sqlite3.Connection:
-        self.store._lock.acquire()
+        store = self.store
+        store._lock.acquire()
+        fd = store._writelock_fd
         try:
-            self.store.conn.execute("BEGIN IMMEDIATE")
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                store.conn.execute("BEGIN IMMEDIATE")
+            except BaseException:
+                if fd is not None:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                raise
         except BaseException:
-            self.store._lock.release()
+            store._lock.release()
             raise
-        return self.store.conn
+        return store.conn
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        store = self.store
         try:
-            self.store.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+            store.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
         finally:
-            self.store._lock.release()
+            if store._writelock_fd is not None:
+                fcntl.flock(store._writelock_fd, fcntl.LOCK_UN)
+            store._lock.release()
+
+
+class _Maintenance:
+    """The store's housekeeping thread (module docstring): every ``MAINTENANCE_SECONDS``, prune the replay
+    cache in small transactions, then checkpoint the WAL (PASSIVE: it never blocks a writer or a reader)
+    if the database changed (``data_version``: any connection's commit, another process's included)."""
+
+    def __init__(self, store: SQLiteProvinceStore) -> None:
+        self.store = store
+        self.checkpoints = 0
+        self.pruned = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="province-maintenance", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import time
+
+        conn = sqlite3.connect(self.store.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        seen = None
+        rounds = 0
+        try:
+            while not self._stop.wait(MAINTENANCE_SECONDS):
+                rounds += 1
+                try:
+                    while not self._stop.is_set():
+                        n = self.store.prune_nonces_step(time.time(), count=rounds % NONCE_BOUND_EVERY == 0)
+                        self.pruned += n
+                        if n < NONCE_PRUNE_CHUNK:
+                            break
+                    version = conn.execute("PRAGMA data_version").fetchone()[0]
+                    if version != seen:
+                        seen = version
+                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                        self.checkpoints += 1
+                except sqlite3.Error as exc:  # busy (another process's checkpoint), closing: the next round
+                    log.debug("province store maintenance: %s", exc)
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(30)

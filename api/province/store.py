@@ -20,6 +20,10 @@ Rules every implementation keeps:
 - ``apply_update`` is atomic compare-and-set on the record's ``revision`` and refuses an
   ``update_id`` already applied to that incident (returns "duplicate").
 - ``use_nonce`` is atomic insert-if-absent on (key_id, nonce): False means replay.
+- ``intake_batch`` is the report intake's group commit (api/province/intake.py): the nonces and the
+  new incidents of several concurrent requests in one commit. It keeps the two rules above for each
+  item, in order (an item whose nonce was used before writes nothing), and when it returns every
+  item it answers for is durable as the store defines it: the platform acknowledges only then.
 - Queries scoped to an enterprise never return another's rows (the service passes the scope).
 - Times are epoch seconds (UTC); cursors are opaque strings.
 """
@@ -146,7 +150,7 @@ class AuditEntry:
     action: str  # route template, e.g. "POST /api/v1/incidents"
     resource: str  # what was touched, e.g. "incident:E1/abc"
     status: int
-    result: str  # ok | denied | invalid | error
+    result: str  # ok | denied | invalid | throttled | error
     detail: str  # error code or a short note, never a secret
     client: str  # client address (as the reverse proxy reported it when trusted)
     request_id: str
@@ -199,6 +203,26 @@ class Page:
 UpdateOutcome = Literal["applied", "duplicate", "conflict", "missing"]
 
 
+@dataclass
+class IntakeItem:
+    """One signed report whose signature checked out: the nonce to consume and, when the report itself
+    was valid, the incident to insert (None: the request is refused, but its nonce is spent all the same,
+    as ``use_nonce`` would have spent it)."""
+
+    key_id: str
+    nonce: str
+    ts: float  # the request's timestamp (the replay cache forgets a nonce once it is out of the window)
+    record: IncidentRecord | None
+
+
+@dataclass
+class IntakeOutcome:
+    fresh: bool  # False: the nonce was used before (a replay): nothing was written for this item
+    created: bool = False  # a new incident (False with ``stored`` set: the incident was already there)
+    stored: IncidentRecord | None = None  # the incident as stored after this item
+    error: str = ""  # the store could not write this item (ES refused it): not acknowledged
+
+
 @runtime_checkable
 class RegistryStore(Protocol):
     def add_enterprise(self, e: Enterprise) -> None: ...  # StoreConflict on id or uscc
@@ -235,6 +259,7 @@ class NonceStore(Protocol):
 @runtime_checkable
 class IncidentStore(Protocol):
     def insert_incident(self, rec: IncidentRecord) -> tuple[bool, IncidentRecord]: ...
+    def intake_batch(self, items: Sequence[IntakeItem], now: float, window: float) -> list[IntakeOutcome]: ...
     def get_incident(self, enterprise_id: str, incident_id: str) -> IncidentRecord | None: ...
     def find_incident(self, incident_id: str) -> list[IncidentRecord]: ...  # across enterprises (analysts)
     def apply_update(self, rec: IncidentRecord, update: UpdateRecord, expected_revision: int) -> UpdateOutcome: ...
@@ -265,6 +290,13 @@ class AuditStore(Protocol):
 
 @runtime_checkable
 class ProvinceStore(RegistryStore, NonceStore, IncidentStore, AdvisoryStore, AuditStore, Protocol):
-    """Everything the app needs; a backend may compose several objects behind this one."""
+    """Everything the app needs; a backend may compose several objects behind this one.
+
+    ``intake_in_loop``: True when ``intake_batch`` never waits on the network or a disk flush (SQLite
+    with ``synchronous=NORMAL``), so the intake may run it on the event loop itself without a thread
+    hop; False (Elasticsearch, ``synchronous=FULL``) runs it in the intake's own writer thread."""
+
+    name: str
+    intake_in_loop: bool
 
     def close(self) -> None: ...

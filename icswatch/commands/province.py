@@ -1,6 +1,6 @@
 """``icswatch province``: run the provincial platform and administer it on its host.
 
-    icswatch province serve [--host 127.0.0.1] [--port 8600] [--db var/province.db]
+    icswatch province serve [--host 127.0.0.1] [--port 8600] [--db var/province.db] [--store sqlite|es --es-url URL]
     icswatch province enterprise add --id E1 --name ... --uscc ... --city ... --industry ... --class 2 [--cii]
     icswatch province enterprise list [--json]
     icswatch province credential issue|list ENTERPRISE_ID      (issue prints the secret once, on stdout)
@@ -38,6 +38,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         q.add_argument(
             "--master-key-file", help="master key file (default <db>.key; ICSWATCH_PROVINCE_MASTER_KEY overrides)"
         )
+        q.add_argument(
+            "--store",
+            choices=("sqlite", "es"),
+            help="where incidents, advisories and the audit log live (default sqlite or ICSWATCH_PROVINCE_STORE); "
+            "with es the registry, keys and tokens stay in --db",
+        )
+        q.add_argument(
+            "--es-url",
+            action="append",
+            metavar="URL",
+            help="Elasticsearch node for --store es (repeatable; default ICSWATCH_PROVINCE_ES_URLS or ICSWATCH_ES_URL)",
+        )
 
     s = psub.add_parser("serve", help="run the platform (API + dashboard) with uvicorn")
     common(s)
@@ -48,10 +60,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--root-path", default="", help="path prefix the reverse proxy serves the platform under")
     s.add_argument("--ssl-certfile", help="serve TLS directly with this certificate (PEM)")
     s.add_argument("--ssl-keyfile", help="the certificate's key (PEM)")
+    s.add_argument(
+        "--ssl-client-ca",
+        metavar="PEM",
+        help="require a client certificate issued by this CA (mutual TLS; with --ssl-certfile); docs/tls.md",
+    )
+    s.add_argument(
+        "--rate-limit", type=float, help="requests per second per enterprise key or staff token (0 = no limit)"
+    )
     s.add_argument("--max-body", type=int, help="largest request body in bytes")
     s.add_argument("--clock-skew", type=float, help="accepted timestamp difference in seconds")
     s.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
     s.add_argument("--access-log", action="store_true", help="uvicorn's access log (the audit log is always kept)")
+    s.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="uvicorn worker processes sharing the port and the database (default 1; 2 on a 2-core host roughly "
+        "doubles the report intake: docs/linkage.md, Throughput)",
+    )
     s.set_defaults(func=serve)
 
     e = psub.add_parser("enterprise", help="the enterprise registry")
@@ -129,7 +156,10 @@ def _help(parser: argparse.ArgumentParser) -> int:
 def _settings(args: argparse.Namespace, **extra: Any) -> Any:
     from api.province.settings import ProvinceSettings
 
-    return ProvinceSettings.from_env(db=args.db, master_key_file=args.master_key_file, **extra)
+    urls = [u.strip() for given in (args.es_url or []) for u in given.split(",") if u.strip()] or None
+    return ProvinceSettings.from_env(
+        db=args.db, master_key_file=args.master_key_file, store=args.store, es_urls=urls, **extra
+    )
 
 
 class _Admin:
@@ -137,10 +167,10 @@ class _Admin:
 
     def __init__(self, args: argparse.Namespace) -> None:
         from api.province.keys import SecretBox, load_master_key, verify_master
-        from api.province.sqlite_store import SQLiteProvinceStore
+        from api.province.stores import open_store
 
         self.settings = _settings(args)
-        self.store = SQLiteProvinceStore(self.settings.db, self.settings.synchronous)
+        self.store = open_store(self.settings)  # with --store es the audit entries go where the API's go
         self.box = SecretBox(load_master_key(self.settings.key_path(), self.settings.create_master_key))
         verify_master(self.store, self.box)
         try:
@@ -178,10 +208,11 @@ class _Admin:
 def _run_admin(args: argparse.Namespace, fn: Any) -> int:
     from api.province.errors import ApiError
     from api.province.keys import MasterKeyError
+    from api.province.store import StoreError
 
     try:
         admin = _Admin(args)
-    except MasterKeyError as exc:
+    except (MasterKeyError, StoreError) as exc:
         print(f"icswatch: {exc}", file=sys.stderr)
         return EXIT_FAIL
     try:
@@ -197,25 +228,50 @@ def _run_admin(args: argparse.Namespace, fn: Any) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
+    import ssl
+
     import uvicorn
 
     from api.province.app import create_app
     from api.province.keys import MasterKeyError
+    from api.province.store import StoreError
 
-    extra = {k: v for k, v in (("max_body", args.max_body), ("clock_skew", args.clock_skew)) if v is not None}
+    if args.ssl_client_ca and not args.ssl_certfile:
+        print("icswatch: --ssl-client-ca needs --ssl-certfile and --ssl-keyfile (TLS served here)", file=sys.stderr)
+        return EXIT_USAGE
+    extra = {
+        k: v
+        for k, v in (("max_body", args.max_body), ("clock_skew", args.clock_skew), ("rate_limit", args.rate_limit))
+        if v is not None
+    }
+    if args.workers < 1:
+        print("icswatch: --workers must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
     try:
-        app = create_app(_settings(args, **extra))
-    except MasterKeyError as exc:
+        if args.workers > 1:
+            st = _prepare_workers(_settings(args, **extra))
+            app: Any = "icswatch.commands.province:worker_app"  # each worker builds its own (factory)
+        else:
+            app = create_app(_settings(args, **extra))
+            st = app.state.settings
+            _tune_gc()
+    except (MasterKeyError, StoreError) as exc:
         print(f"icswatch: {exc}", file=sys.stderr)
         return EXIT_FAIL
+    where = f"database {st.db}"
+    if st.store == "es":
+        where += f"; incidents, advisories and the audit log in Elasticsearch, indices {st.es_index_prefix}-*"
+    if args.workers > 1:
+        where += f"; {args.workers} worker processes"
     print(
-        f"icswatch province: serving on http{'s' if args.ssl_certfile else ''}://{args.host}:{args.port}/ "
-        f"(database {app.state.settings.db})",
+        f"icswatch province: serving on http{'s' if args.ssl_certfile else ''}://{args.host}:{args.port}/ ({where})",
         file=sys.stderr,
         flush=True,
     )
     uvicorn.run(
         app,
+        factory=args.workers > 1,
+        workers=args.workers,
         host=args.host,
         port=args.port,
         root_path=args.root_path,
@@ -223,10 +279,57 @@ def serve(args: argparse.Namespace) -> int:
         access_log=args.access_log,
         ssl_certfile=args.ssl_certfile,
         ssl_keyfile=args.ssl_keyfile,
+        ssl_ca_certs=args.ssl_client_ca,
+        ssl_cert_reqs=ssl.CERT_REQUIRED if args.ssl_client_ca else ssl.CERT_NONE,
         proxy_headers=False,  # the audit middleware reads X-Forwarded-For from trusted proxies itself
         server_header=False,
     )
     return EXIT_OK
+
+
+WORKER_SETTINGS_ENV = "_ICSWATCH_PROVINCE_WORKER_SETTINGS"  # the parent's settings, as JSON, for its workers
+
+
+def _prepare_workers(settings: Any) -> Any:
+    """Before the workers start: migrate the database, make or check the master key (the workers must not
+    race to do either), and hand them the settings resolved from flags, variables and defaults."""
+    import os
+
+    from api.province.keys import SecretBox, load_master_key, verify_master
+    from api.province.stores import open_store
+
+    store = open_store(settings)
+    try:
+        verify_master(store, SecretBox(load_master_key(settings.key_path(), settings.create_master_key)))
+    finally:
+        store.close()
+    os.environ[WORKER_SETTINGS_ENV] = settings.model_dump_json()
+    return settings
+
+
+def worker_app() -> Any:
+    """The app of one ``serve --workers N`` worker process (uvicorn calls it: ``factory=True``)."""
+    import os
+
+    from api.province.app import create_app
+    from api.province.settings import ProvinceSettings
+
+    raw = os.environ.get(WORKER_SETTINGS_ENV)
+    app = create_app(ProvinceSettings.model_validate_json(raw) if raw else ProvinceSettings.from_env())
+    _tune_gc()
+    return app
+
+
+def _tune_gc() -> None:
+    """Once the app is built: move its long-lived objects (routes, models, schemas) out of the cyclic
+    collector's generations, and collect the young generation less often. Under load a request leaves
+    almost no cycles behind, yet the default thresholds run a collection every few requests and a full
+    one (walking every object of the app) every few hundred: about a tenth of the intake's CPU."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
 
 
 # -- registry ---------------------------------------------------------------------------------------------

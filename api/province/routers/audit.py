@@ -20,7 +20,7 @@ def audit_log(
     principal: Principal = Depends(ADMIN),
     actor: str | None = Query(None, max_length=100),
     enterprise_id: str | None = Query(None, max_length=64),
-    result: str | None = Query(None, pattern="^(ok|denied|invalid|error)$"),
+    result: str | None = Query(None, pattern="^(ok|denied|invalid|throttled|error)$"),
     action: str | None = Query(None, max_length=300),
     since: datetime | None = None,
     until: datetime | None = None,

@@ -34,14 +34,8 @@ def _body_schema(model: type) -> dict:
     responses={200: {"description": "already received: the stored receipt, with duplicate: true"}},
 )
 async def report_incident(request: Request) -> JSONResponse:
-    # The hot path: authentication and the write run in one worker thread (authenticate_body).
-    body = await request.body()
-
-    def work() -> tuple[int, dict]:
-        principal = authenticate_body(request, body, "enterprise")
-        return service(request).intake(principal, body)
-
-    status, reply = await run_in_threadpool(work)
+    # The hot path: checks on the event loop, the write in a group commit (api/province/intake.py).
+    status, reply = await request.app.state.intake.report(request)
     touch(request, f"incident:{reply['enterprise_id']}/{reply['incident_id']}")
     return JSONResponse(reply, status_code=status)
 
