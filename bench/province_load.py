@@ -6,10 +6,13 @@
     python bench/province_load.py --clients 32 --client-procs 2 --seconds 30 --json bench/out/province-load.json
     python bench/province_load.py --synchronous FULL                # a flush per commit (power-cut safe)
     python bench/province_load.py --profile bench/out/province.prof # the platform under cProfile (CPU time)
+    python bench/province_load.py --repo /tmp/old-checkout          # the platform from other code (before/after)
     python bench/province_load.py --check                           # exit 1 below 1,000 reports/s or p99 >= 100 ms
 
-The platform runs as ``icswatch province serve`` runs it (one uvicorn process, uvloop + httptools) on a
-fresh database with ``--enterprises`` registered enterprises, each with its own key. The load comes
+The platform runs as ``icswatch province serve`` runs it (uvicorn with uvloop + httptools, ``--workers``
+processes) with ``--enterprises`` registered enterprises, each with its own key, on a database in the
+state of a platform that has been taking reports for a while (``--prefill-nonces`` in the replay
+cache, leaving the window during the run, ``--prefill-incidents`` already stored). The load comes
 from ``--client-procs`` processes holding ``--clients`` keep-alive HTTP/1.1 connections in all, each
 sending one request at a time (closed loop: a client sends its next report when the last one is
 answered). The clients are lean on purpose (asyncio protocols on uvloop, a report made from a template)
@@ -310,14 +313,14 @@ def _own_cpu() -> float:
 
 def client_process(spec: dict[str, Any]) -> int:
     """One client process (``--client SPEC.json``): the results as JSON on stdout."""
+    run = ClientRun([tuple(k) for k in spec["keys"]], spec["warm"], spec["stop"], spec["tag"])  # type: ignore[misc]
+    main = _client_main(spec["port"], run, spec["connections"])
     try:
         import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    run = ClientRun([tuple(k) for k in spec["keys"]], spec["warm"], spec["stop"], spec["tag"])  # type: ignore[misc]
-    result = asyncio.run(_client_main(spec["port"], run, spec["connections"]))
+    except ImportError:  # uvicorn[standard] brings it; without it, asyncio's loop (more client CPU)
+        result = asyncio.run(main)
+    else:
+        result = uvloop.run(main)
     json.dump(result, sys.stdout)
     return 0
 

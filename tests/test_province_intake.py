@@ -229,6 +229,7 @@ def test_elasticsearch_outage_during_intake_is_503_and_nothing_acknowledged_is_l
     es_server: EsServer, tmp_path: Path
 ) -> None:
     from api.province import ProvinceSettings, create_app
+    from api.province.store import AuditFilter
 
     target = urlsplit(es_server.url)
     proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 9200)
@@ -264,6 +265,11 @@ def test_elasticsearch_outage_during_intake_is_503_and_nothing_acknowledged_is_l
         assert refused >= 15 and len(acknowledged) >= 35  # the cut was felt, and the platform came back
         for incident_id in acknowledged:
             assert store.get_incident("acme", incident_id) is not None
+        # The audit entries of the outage were kept and written once the cluster was back, none twice.
+        assert app.state.audit.flush(timeout=30)
+        store.refresh()
+        assert store.search_audit(AuditFilter(action="POST /api/v1/incidents")).total == 60
+        assert app.state.audit.failed == 0
     finally:
         server.stop()
         proxy.down()

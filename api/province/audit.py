@@ -9,7 +9,10 @@ Entries go through ``AuditWriter``: a bounded queue and one thread committing a 
 ``audit_flush_seconds`` (one transaction per batch rather than one per request). The trade-off: a
 crash of the platform process can lose the last fraction of a second of access records, never a
 change (the change itself is committed by the request before it answers). The queue is bounded; when
-full, requests wait for the writer rather than go unrecorded.
+full, requests wait for the writer rather than go unrecorded. A batch the store refuses (the
+Elasticsearch cluster unreachable, the disk full) is kept and tried again, backing off up to
+``MAX_RETRY_SECONDS``, with the entries that arrive meanwhile (at most ``MAX_UNWRITTEN`` of them are
+kept: beyond, the oldest are dropped, counted and logged).
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MAX_QUEUE = 50_000
 MAX_BATCH = 1000
+MAX_UNWRITTEN = 50_000  # entries kept for a retry while the store refuses them
+MAX_RETRY_SECONDS = 5.0
 UNAUDITED = ("/api/v1/health",)  # load balancer probes: no data, and they would drown the log
 
 
@@ -45,7 +50,9 @@ class AuditWriter:
         self._q: queue.Queue[AuditEntry | threading.Event | None] = queue.Queue(MAX_QUEUE)
         self._thread = threading.Thread(target=self._run, name="province-audit", daemon=True)
         self.written = 0
-        self.failed = 0
+        self.failed = 0  # entries dropped after the store refused them for too long
+        self._unwritten: list[AuditEntry] = []
+        self._retry_in = flush_seconds
         self._thread.start()
 
     def put(self, entry: AuditEntry) -> None:
@@ -53,7 +60,11 @@ class AuditWriter:
 
     def _run(self) -> None:
         while True:
-            item = self._q.get()
+            try:
+                item = self._q.get(timeout=self._retry_in if self._unwritten else None)
+            except queue.Empty:
+                self._write([])  # nothing new: try the refused entries again
+                continue
             batch: list[AuditEntry] = []
             markers: list[threading.Event] = []
             deadline = time.monotonic() + self.flush_seconds
@@ -79,14 +90,26 @@ class AuditWriter:
                 return
 
     def _write(self, batch: list[AuditEntry]) -> None:
-        if not batch:
-            return
+        entries = self._unwritten + batch
+        done = 0
         try:
-            self.store.write_audit(batch)
-            self.written += len(batch)
-        except Exception:  # noqa: BLE001 - loud, counted; the platform keeps answering
-            self.failed += len(batch)
-            log.exception("audit: could not write %d entries", len(batch))
+            while done < len(entries):
+                chunk = entries[done : done + MAX_BATCH]
+                self.store.write_audit(chunk)  # idempotent per entry: a retried chunk is not doubled
+                done += len(chunk)
+                self.written += len(chunk)
+        except Exception:  # noqa: BLE001 - loud, kept for a retry; the platform keeps answering
+            left = entries[done:]
+            self._unwritten = left[-MAX_UNWRITTEN:]
+            dropped = len(left) - len(self._unwritten)
+            self.failed += dropped
+            log.exception(
+                "audit: could not write %d entries (retry in %.1f s; %d dropped)", len(left), self._retry_in, dropped
+            )
+            self._retry_in = min(MAX_RETRY_SECONDS, self._retry_in * 2)
+            return
+        self._unwritten = []
+        self._retry_in = self.flush_seconds
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until everything queued so far is committed (the audit route, tests, shutdown)."""
@@ -94,7 +117,7 @@ class AuditWriter:
             return False
         marker = threading.Event()
         self._q.put(marker)
-        return marker.wait(timeout)
+        return marker.wait(timeout) and not self._unwritten
 
     def close(self) -> None:
         if self._thread.is_alive():

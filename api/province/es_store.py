@@ -32,10 +32,11 @@ How each rule of the contract holds:
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
-import secrets
 import threading
 from collections.abc import Sequence
+from dataclasses import astuple
 from datetime import datetime, timezone
 from typing import Any
 
@@ -73,7 +74,7 @@ def es_settings(settings: ProvinceSettings, urls: list[str]) -> Any:
     """The client settings (alerts/es_sink.py's, shared with the enterprise side) for the platform's."""
     from alerts.es_sink import EsSettings
 
-    es = EsSettings.from_config(
+    return EsSettings.from_config(
         _Section(
             urls=urls,
             index_prefix=settings.es_index_prefix,
@@ -82,7 +83,6 @@ def es_settings(settings: ProvinceSettings, urls: list[str]) -> Any:
             timeout=settings.es_timeout,
         )
     )
-    return es
 
 
 class _Section:
@@ -161,9 +161,6 @@ class ElasticsearchProvinceStore:
         self.idx = es_indices.names(self.prefix)
         self._dirty: set[str] = set()
         self._dirty_lock = threading.Lock()
-        self._seq_lock = threading.Lock()
-        self._seq = 0
-        self.path = ", ".join(settings.urls)
 
     def close(self) -> None:
         if self._own_client:
@@ -792,20 +789,22 @@ class ElasticsearchProvinceStore:
         return self._cas_recipient(advisory_id, enterprise_id, ack)
 
     # -- audit -----------------------------------------------------------------------------------------
-    def _next_seq(self, ts: float) -> int:
-        """An increasing number for ordering (SQLite's rowid): microseconds since the epoch x 1000 plus a
-        counter of this process; the document key (unique) breaks the rare tie between processes."""
-        with self._seq_lock:
-            self._seq = max(self._seq + 1, int(ts * 1_000_000) * 1000)
-            return self._seq
+    @staticmethod
+    def _audit_key(e: AuditEntry) -> tuple[str, int]:
+        """(document id, seq) of an entry, both derived from the entry itself, so a batch written again
+        after an ambiguous failure (a timeout after the cluster took it) is not doubled. ``seq`` orders
+        entries as SQLite's row number does: microseconds since the epoch x 1000, plus three digits of
+        the entry's hash to keep entries of the same microsecond apart; the id breaks any tie left."""
+        digest = hashlib.sha256(json.dumps(astuple(e), separators=(",", ":")).encode()).hexdigest()
+        micros = int(e.ts * 1_000_000)
+        return f"{micros:016d}-{digest[:16]}", micros * 1000 + int(digest[:8], 16) % 1000
 
     def write_audit(self, entries: Sequence[AuditEntry]) -> None:
         if not entries:
             return
         ops: list[dict[str, Any]] = []
         for e in entries:
-            seq = self._next_seq(e.ts)
-            key = f"{seq:020d}-{secrets.token_hex(4)}"
+            key, seq = self._audit_key(e)
             ops.append({"create": {"_index": self.idx["audit"], "_id": key}})
             ops.append(
                 {
@@ -832,8 +831,11 @@ class ElasticsearchProvinceStore:
         finally:
             self._wrote("audit")
         if resp.get("errors"):
-            bad = sum(1 for it in resp["items"] if next(iter(it.values())).get("status", 0) >= 300)
-            raise StoreError(f"Elasticsearch refused {bad} audit entries")
+            # 409: written by an earlier attempt of the same batch, which is what a retry wants.
+            statuses = [int(next(iter(it.values())).get("status", 0)) for it in resp["items"]]
+            bad = sum(1 for st in statuses if st >= 300 and st != 409)
+            if bad:
+                raise StoreError(f"Elasticsearch refused {bad} audit entries")
 
     def search_audit(self, f: AuditFilter) -> Page:
         filters: list[dict[str, Any]] = []

@@ -15,10 +15,9 @@ worker thread then waits for the GIL behind the loop). Elasticsearch (a network 
 SQLite with ``FULL`` (a flush) run it in one writer thread, one batch at a time, while the loop goes
 on parsing the next requests.
 
-What this changed, measured with bench/province_load.py (docs/linkage.md, "Throughput"): the old path
-ran authentication and the write in the thread pool, one transaction for the nonce and one for the
-report, and spent most of its CPU on the hops and on writing the same index pages to the WAL again
-for every report.
+The path before this one ran authentication and the write in the thread pool, with one transaction
+for the nonce and another for the report, each writing the same index pages to the WAL again: it cost
+about twice the CPU per report (bench/province_load.py; docs/linkage.md, "Throughput").
 """
 
 from __future__ import annotations

@@ -76,8 +76,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--workers",
         type=int,
         default=1,
-        help="uvicorn worker processes sharing the port and the database (default 1; 2 on a 2-core host roughly "
-        "doubles the report intake: docs/linkage.md, Throughput)",
+        help="uvicorn worker processes sharing the port and the database (default 1: more add capacity only "
+        "with idle cores to run them; docs/linkage.md, Throughput)",
     )
     s.set_defaults(func=serve)
 
