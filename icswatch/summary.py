@@ -54,6 +54,7 @@ def summary_dict(pipeline: Pipeline, results: list[FileResult], elapsed: float, 
         "packets_per_second": round(pipeline.packets / elapsed) if elapsed > 0 else None,
         "protocols": protocols,
         "counters": pipeline.counters.as_dict(),
+        "gauges": dict(getattr(pipeline, "gauges", {})),
         "damaged_files": {r.path: r.error for r in results if r.error},
     }
     if alerts is not None and hasattr(alerts, "as_dict"):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import gzip
 import io
 import struct
+import zlib
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
@@ -62,7 +63,7 @@ def is_capture_file(path: str | Path) -> bool:
                 with gzip.GzipFile(fileobj=fh) as gz:
                     return sniff_format(gz.read(4)) in ("pcap", "pcapng")
             return kind is not None
-    except (OSError, EOFError, gzip.BadGzipFile):
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error):  # zlib.error: corrupt deflate data
         return False
 
 
@@ -121,7 +122,7 @@ class CaptureReader:
             raw = gzip.GzipFile(fileobj=raw)  # type: ignore[assignment]
             try:
                 head = raw.read(4)
-            except (OSError, EOFError) as exc:
+            except (OSError, EOFError, zlib.error) as exc:  # zlib.error: corrupt deflate data
                 raw.close()
                 raise CaptureError(f"{self.path}: damaged gzip stream: {exc}") from None
             kind = sniff_format(head)
@@ -158,7 +159,7 @@ class CaptureReader:
                 yield from self._pcap()
             else:
                 yield from self._pcapng()
-        except (OSError, EOFError, gzip.BadGzipFile, struct.error, ValueError) as exc:
+        except (OSError, EOFError, gzip.BadGzipFile, zlib.error, struct.error, ValueError) as exc:
             # I/O or decompression failure mid-file: stop here, keep what came before.
             self.error = f"read error: {exc}"
 

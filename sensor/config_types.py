@@ -11,10 +11,13 @@ from typing import Any
 class SensorLimits:
     max_flows: int = 200_000
     max_flow_buffer: int = 1 << 20
+    max_buffered_bytes: int = 64 << 20  # all flows together (sensor/budget.py)
     tcp_idle_timeout: float = 600.0
     udp_idle_timeout: float = 120.0
     max_fragment_sets: int = 4096
+    max_fragment_bytes: int = 16 << 20  # all incomplete IP datagrams together
     fragment_timeout: float = 30.0
+    max_clock_jump: float = 3600.0  # a forward jump of capture time beyond this is a clock step, not time passing
     signature_probe_bytes: int = 64
 
     @classmethod

@@ -62,14 +62,28 @@ class _FragmentSet:
         self.first_seen = now
 
 
-class Decoder:
-    """Stateful only for IP fragment reassembly (bounded by ``max_sets`` and ``timeout``)."""
+MAX_DATAGRAM = 65535
+# One datagram's fragments: a real sender cuts a datagram in at most a few dozen pieces that barely
+# overlap. More pieces, or more stored bytes than twice the largest datagram, is an overlap flood
+# (every arriving piece would re-run the lay-down over all the others): the set is dropped.
+MAX_PIECES_PER_SET = 256
+MAX_BYTES_PER_SET = 2 * MAX_DATAGRAM
 
-    def __init__(self, counters: Counters, max_sets: int = 4096, timeout: float = 30.0) -> None:
+
+class Decoder:
+    """Stateful only for IP fragment reassembly, bounded by ``max_sets`` incomplete datagrams,
+    ``max_bytes`` stored across them (the oldest set goes first when either is reached), per-set
+    piece and byte caps, and ``timeout``."""
+
+    def __init__(self, counters: Counters, max_sets: int = 4096, timeout: float = 30.0, max_bytes: int = 16 << 20) -> None:
         self.counters = counters
         self.max_sets = max_sets
         self.timeout = timeout
+        self.max_bytes = max_bytes
+        # insertion order is age order: sets are created on a clock that only moves forward
         self._frags: dict[tuple[bytes, bytes, int, int], _FragmentSet] = {}
+        self.frag_bytes = 0  # bytes stored across every incomplete set
+        self.frag_peak = 0  # the most bytes ever stored at once (a gauge, see Pipeline.gauges)
         self.now = 0.0  # monotonic capture clock, set by the pipeline
 
     # -- link layer ---------------------------------------------------------------------------
@@ -91,8 +105,8 @@ class Decoder:
                 # 802.3 length field: an LLC frame. UI frames (DSAP == SSAP, control 0x03) are handed
                 # on with the SAP as a pseudo-ethertype (< 0x0600, so no real ethertype collides):
                 # BACnet/Ethernet rides on SAP 0x82. The length cuts the padding to 60 octets.
-                end = off + etype
-                if len(data) >= off + 3 and data[off] == data[off + 1] and data[off + 2] == 0x03 and end <= len(data):
+                end = off + etype  # a length below 3 cannot hold the LLC header: not a UI frame
+                if off + 3 <= end <= len(data) and data[off] == data[off + 1] and data[off + 2] == 0x03:
                     return Decoded(data[off], smac, dmac, 0, data[off + 3 : end], end - off - 3, smac, dmac)
                 self.counters["non_ip_frames"] += 1
                 return None
@@ -220,62 +234,112 @@ class Decoder:
             if len(frags) >= self.max_sets:
                 self.expire()
                 if len(frags) >= self.max_sets:
-                    self.counters["ip_fragment_cap"] += 1
-                    return None
+                    # Full: the oldest incomplete datagram goes. Refusing new ones instead would let a
+                    # flood of never-completed first fragments block every real fragmented datagram.
+                    if not frags:
+                        self.counters["ip_fragment_cap"] += 1
+                        return None
+                    self._drop(next(iter(frags)), "ip_fragment_cap")
             fs = frags[key] = _FragmentSet(self.now)
-        if offset + len(piece) > 65535:
+        if offset + len(piece) > MAX_DATAGRAM:
             self.counters["ip_fragment_oversize"] += 1
-            del frags[key]
+            self._drop(key, None)
             return None
         if offset in fs.pieces:
             self.counters["ip_fragment_duplicate"] += 1
         else:
+            if len(fs.pieces) >= MAX_PIECES_PER_SET or fs.size + len(piece) > MAX_BYTES_PER_SET:
+                self._drop(key, "ip_fragment_set_cap")
+                return None
             fs.pieces[offset] = piece
             fs.size += len(piece)
+            self.frag_bytes += len(piece)
+            if self.frag_bytes > self.frag_peak:
+                self.frag_peak = self.frag_bytes
+            if self.frag_bytes > self.max_bytes:
+                self._make_room(key)
+                if key not in frags:
+                    return None
         if not more:
             fs.total = offset + len(piece)
         if fs.total < 0 or fs.size < fs.total:
             return None
-        # Lay the pieces down in arrival order; where they overlap, the first-arrived bytes win
-        # (RFC 5722 tells IPv6 hosts to drop such datagrams; we keep them, count the overlap, and
-        # take the first copy, as Linux does for IPv4).
-        total = fs.total
-        out = bytearray(total)
-        filled = bytearray(total)  # 1 where a byte has been placed
-        overlap = False
-        for off, p in fs.pieces.items():
-            end = min(off + len(p), total)
-            if off >= end:
-                continue
-            if not any(filled[off:end]):
-                out[off:end] = p[: end - off]
-                filled[off:end] = b"\x01" * (end - off)
-                continue
-            overlap = True
-            for i in range(off, end):
-                if not filled[i]:
-                    out[i] = p[i - off]
-                    filled[i] = 1
-        if not all(filled):
+        whole = _lay_down(fs)
+        if whole is None:
             return None  # a hole remains (overlaps inflated ``size``); wait for more pieces
-        del frags[key]
+        data, overlap = whole
+        self._drop(key, None)
         if overlap:
             self.counters["ip_fragment_overlap"] += 1
         self.counters["ip_fragments_reassembled"] += 1
-        return bytes(out)
+        return data
+
+    def _drop(self, key: tuple[bytes, bytes, int, int], counter: str | None) -> None:
+        fs = self._frags.pop(key, None)
+        if fs is not None:
+            self.frag_bytes -= fs.size
+            if counter:
+                self.counters[counter] += 1
+
+    def _make_room(self, keep: tuple[bytes, bytes, int, int]) -> None:
+        """Over ``max_bytes``: drop the oldest sets (``keep``, the one just fed, last)."""
+        frags = self._frags
+        while self.frag_bytes > self.max_bytes and frags:
+            oldest = next(iter(frags))
+            if oldest == keep and len(frags) > 1:
+                frags[keep] = frags.pop(keep)  # to the young end
+                continue
+            self._drop(oldest, "ip_fragment_memory_cap")
 
     def expire(self) -> None:
         """Drop fragment sets older than the timeout (called periodically by the pipeline)."""
         limit = self.now - self.timeout
-        stale = [k for k, fs in self._frags.items() if fs.first_seen < limit]
-        for k in stale:
-            del self._frags[k]
-        if stale:
-            self.counters["ip_fragment_timeout"] += len(stale)
+        frags = self._frags
+        dropped = 0
+        # oldest first: stop at the first set still young (a scan of every set per call would cost
+        # O(sets) for each new datagram of a flood that keeps the table full)
+        while frags:
+            key = next(iter(frags))
+            if frags[key].first_seen >= limit:
+                break
+            self._drop(key, None)
+            dropped += 1
+        if dropped:
+            self.counters["ip_fragment_timeout"] += dropped
 
     @property
     def pending_fragment_sets(self) -> int:
         return len(self._frags)
+
+
+def _lay_down(fs: _FragmentSet) -> tuple[bytes, bool] | None:
+    """The datagram from its pieces, laid down in arrival order; where they overlap the first-arrived
+    bytes win (RFC 5722 tells IPv6 hosts to drop such datagrams; we keep them, count the overlap, and
+    take the first copy, as Linux does for IPv4). None while a hole remains. Unfilled runs are found
+    with ``bytearray.find`` (C speed), never byte by byte in Python."""
+    total = fs.total
+    out = bytearray(total)
+    filled = bytearray(total)  # 1 where a byte has been placed
+    overlap = False
+    for off, p in fs.pieces.items():
+        end = min(off + len(p), total)
+        i = off
+        while i < end:
+            j = filled.find(0, i, end)  # the next unfilled byte
+            if j < 0:
+                overlap = True
+                break
+            if j > i:
+                overlap = True
+            k = filled.find(1, j, end)  # the end of that unfilled run
+            if k < 0:
+                k = end
+            out[j:k] = p[j - off : k - off]
+            filled[j:k] = b"\x01" * (k - j)
+            i = k
+    if filled.find(0) >= 0:
+        return None
+    return bytes(out), overlap
 
 
 def parse_tcp(l4: bytes) -> tuple[int, int, int, int, int, bytes] | None:

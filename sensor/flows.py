@@ -8,8 +8,11 @@ The protocol of a flow is chosen by the server port (registry), else by the clie
 then swapped: we joined mid-stream from the server's side), else by payload signature on the first
 data segments (``probe``), so Modbus on port 5020 is still found.
 
-Bounds (all counted): ``max_flows`` (idle-first eviction), per-direction reassembly buffer, idle
-timeouts in capture time (on a monotonic clock that ignores capture clock restarts).
+Bounds (all counted): ``max_flows`` (idle-first eviction, flows that never carried a byte first),
+per-direction reassembly buffer, the sensor-wide budget of bytes held waiting for more
+(``max_buffered_bytes``, ``sensor/budget.py``: out-of-order segments and the analyzers' partial PDUs,
+fragments and chunks), idle timeouts in capture time (on a monotonic clock that ignores capture clock
+restarts and absurd forward jumps).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import traceback
 from collections import Counter
 from typing import Callable
 
+from sensor.budget import HeldBytes
 from sensor.config_types import SensorLimits
 from sensor.counters import Counters, ProtocolStats
 from sensor.events import IcsEvent
@@ -94,6 +98,7 @@ class FlowTable:
         self.limits = limits
         self.sink = sink
         self.stats = ProtocolStats()
+        self.budget = HeldBytes(limits.max_buffered_bytes, Counters())
         self.counters = Counters()
         self.flows: dict[tuple, tuple[Flow, bool]] = {}
         self.count = 0  # live flows
@@ -101,6 +106,16 @@ class FlowTable:
         self.errors: list[str] = []  # first analyzer tracebacks (for bug reports), bounded
         self.talkers: Counter[tuple[str, str, str]] = Counter()  # (protocol, client, server) -> events
         self.events = 0
+
+    @property
+    def counters(self) -> Counters:
+        return self._counters
+
+    @counters.setter
+    def counters(self, counters: Counters) -> None:
+        # The pipeline hands each file's counters to the table after building it: the budget counts there too.
+        self._counters = counters
+        self.budget.counters = counters
 
     # -- TCP ----------------------------------------------------------------------------------
     def tcp(
@@ -262,9 +277,10 @@ class FlowTable:
         flow = self._insert(key, "tcp", cip, cport, sip, sport_, cmac, smac_, sender_is_client, ts)
         session = flow.session
         assert session is not None
+        counters, cap, budget = self.counters, self.limits.max_flow_buffer, self.budget
         flow.streams = (
-            TcpStream(self._deliverer(flow, True), self._gapper(flow, True), self.counters, self.limits.max_flow_buffer),
-            TcpStream(self._deliverer(flow, False), self._gapper(flow, False), self.counters, self.limits.max_flow_buffer),
+            TcpStream(self._deliverer(flow, True), self._gapper(flow, True), counters, cap, budget),
+            TcpStream(self._deliverer(flow, False), self._gapper(flow, False), counters, cap, budget),
         )
         if spec is not None:
             self._attach(flow, spec)
@@ -357,6 +373,7 @@ class FlowTable:
             flow, from_client = hit
         flow.last_seen = self.now
         flow.packets += 1
+        flow.bytes += len(payload)
         self._feed(flow, from_client, payload, ts)
 
     # -- common -------------------------------------------------------------------------------
@@ -391,6 +408,7 @@ class FlowTable:
             self.sink,
             None if cmac is None else cmac.hex(":"),
             None if smac is None else smac.hex(":"),
+            self.budget,
         )
         self.flows[keys[0]] = (flow, True)
         self.flows[keys[1]] = (flow, False)
@@ -413,6 +431,7 @@ class FlowTable:
             if flow.probe_tries >= PROBE_TRIES:
                 self.counters["flows_unidentified"] += 1
                 if flow.streams is not None:
+                    self._release_streams(flow)
                     flow.streams = None  # stop reassembling a flow nobody will read
             return False
         self._attach(flow, spec)
@@ -433,6 +452,7 @@ class FlowTable:
             if analyzer is not None:
                 try:
                     analyzer.gap(from_client, ts)
+                    analyzer.report_held(ts)  # the gap dropped partial state: the budget is told
                 except Exception:  # noqa: BLE001 - an analyzer bug must not stop the sensor
                     self._analyzer_failed(flow)
 
@@ -452,8 +472,17 @@ class FlowTable:
         self.counters[f"analyzer_error_{name}"] += 1
         if len(self.errors) < 10:
             self.errors.append(traceback.format_exc(limit=6))
+        if flow.analyzer is not None:
+            self.budget.release(flow.analyzer)
+        self._release_streams(flow)
         flow.analyzer = None
         flow.streams = None
+
+    def _release_streams(self, flow: Flow) -> None:
+        """The flow's streams are dropped: nothing they buffered counts against the budget any more."""
+        if flow.streams is not None:
+            for stream in flow.streams:
+                self.budget.release(stream)
 
     def close(self, flow: Flow, ts: float) -> None:
         """End a flow: flush reassembly, close the analyzer, forget both keys."""
@@ -466,6 +495,9 @@ class FlowTable:
                 flow.analyzer.close(ts)
             except Exception:  # noqa: BLE001
                 self._analyzer_failed(flow)
+            if flow.analyzer is not None:
+                self.budget.release(flow.analyzer)
+        self._release_streams(flow)
         s = flow.session
         if s is not None and s.events:
             self.events += s.events
@@ -493,9 +525,13 @@ class FlowTable:
             self.counters["flows_idle_timeout"] += len(stale)
 
     def evict(self) -> None:
-        """Table full: end the idlest tenth of the flows (counted ``flow_cap_evictions``)."""
+        """Table full: end the idlest tenth of the flows (counted ``flow_cap_evictions``). Flows that
+        never carried a byte nor got past two packets (the SYN, at most a SYN-ACK: a SYN flood or a
+        scan) go first, then other flows without data (a completed handshake waiting for its first
+        request), then the rest, idlest first: a SYN flood must not push the plant's own
+        connections out of the table."""
         flows = [f for f, is_client_key in self.flows.values() if is_client_key]
-        flows.sort(key=lambda f: f.last_seen)
+        flows.sort(key=lambda f: (f.bytes > 0, f.packets > 2, f.last_seen))
         victims = flows[: max(1, len(flows) // 10)]
         for flow in victims:
             self.close(flow, flow.last_seen)

@@ -50,6 +50,7 @@ class FileResult:
     last_ts: float | None = None
     stats: ProtocolStats = field(default_factory=ProtocolStats)
     counters: Counters = field(default_factory=Counters)
+    gauges: dict[str, int] = field(default_factory=dict)  # high-water marks (buffered_bytes_peak, ...)
     format: str = ""
 
     def ground_truth(self) -> dict[str, Any]:
@@ -74,6 +75,7 @@ class Pipeline:
         self.on_tick = on_tick
         self.totals = ProtocolStats()
         self.counters = Counters()  # totals over all files
+        self.gauges: dict[str, int] = {}  # high-water marks over all files (FileResult.gauges)
         self.packets = 0
         self.bytes = 0
         self.events = 0
@@ -94,7 +96,13 @@ class Pipeline:
         self._table = FlowTable(self.registry, self.limits, self.on_event or _discard)
         self._table.counters = self._file.counters
         self._table.stats = self._file.stats
-        self._decoder = Decoder(self._file.counters, self.limits.max_fragment_sets, self.limits.fragment_timeout)
+        limits = self.limits
+        self._decoder = Decoder(self._file.counters, limits.max_fragment_sets, limits.fragment_timeout, limits.max_fragment_bytes)
+        # The new table and decoder start on the pipeline's clock, not at 0: otherwise a flow opened before
+        # the file's first tick gets last_seen 0 and, once the clock is past the idle timeout (any file
+        # after the first 10 minutes of a run), the next sweep ends it as idle in the middle of its traffic.
+        self._table.now = self.now
+        self._decoder.now = self.now
         return self._file
 
     def end(self) -> FileResult:
@@ -109,6 +117,12 @@ class Pipeline:
         self.events += result.events
         self.totals.merge(result.stats)
         self.counters.update(result.counters)
+        # High-water marks of what the caps bound (bytes held at the worst moment): the highest of the
+        # files, never a sum. In the summary next to the counters (docs/counters.md).
+        result.gauges["buffered_bytes_peak"] = self._table.budget.peak
+        result.gauges["ip_fragment_bytes_peak"] = self._decoder.frag_peak if self._decoder is not None else 0
+        for name, value in result.gauges.items():
+            self.gauges[name] = max(self.gauges.get(name, 0), value)
         self._table = None
         self._decoder = None
         self._file = None
@@ -153,6 +167,7 @@ class Pipeline:
         general = self._general
         analyzer_failed = table._analyzer_failed
         now = self.now
+        max_jump = self.limits.max_clock_jump
         last = self._last_ts
         next_tick = self._next_tick
         first = result.first_ts
@@ -167,7 +182,10 @@ class Pipeline:
                     first = last = ts
                 dt = ts - last  # type: ignore[operator]
                 if dt > 0:
-                    now += dt
+                    if dt <= max_jump:
+                        now += dt
+                    else:  # a packet dated 2100, a clock step: not time passing (idle timeouts, ticks)
+                        counters["capture_clock_jump_forward"] += 1
                 elif dt < -1.0:
                     counters["capture_clock_backwards"] += 1
                 last = ts

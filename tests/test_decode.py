@@ -270,8 +270,8 @@ def test_ipv4_fragment_cap_hit_and_counted() -> None:
         assert dec.decode(1, fragments(UDP_BIG, 160, ident=ident)[0]) is None
     assert dec.pending_fragment_sets == 2
     assert dec.counters["ip_fragment_cap"] == 2
-    # the sets already held still complete
-    rest = fragments(UDP_BIG, 160, ident=1)[1:]
+    # the oldest sets made room (a flood of heads must not lock real datagrams out): the newest complete
+    rest = fragments(UDP_BIG, 160, ident=4)[1:]
     assert [dec.decode(1, f) is None for f in rest] == [True, True, False]
     # full again; once the held sets are stale, a new datagram finds room by expiring them
     assert dec.decode(1, fragments(UDP_BIG, 160, ident=5)[0]) is None

@@ -58,6 +58,7 @@ class ThresholdState:
         "groups",
         "keep_after",
         "max_keys",
+        "room_credit",
         "within",
     )
 
@@ -73,6 +74,7 @@ class ThresholdState:
         self.keep_after = max(0, count - EVIDENCE_TAIL)  # distinct: keep events from this many values on
         self.fired_values: list[Any] = []  # distinct: the values of the window that fired last
         self.fired_start = 0.0  # the time of the first event of the window that fired last
+        self.room_credit = 0  # new groups that may still make room without a sweep (see _make_room)
 
     def add(self, event: Any) -> tuple[Any, ...] | None:
         """Count ``event``; return the events that completed the threshold (the evidence), or None."""
@@ -154,7 +156,13 @@ class ThresholdState:
             self.evidence.pop(k, None)
 
     def _make_room(self, now: float) -> None:
-        self.sweep(now)
+        # A sweep walks every group: sweeping for each new group of a flood of distinct keys (a SYN
+        # flood from spoofed sources) would cost O(max_keys) per event. Sweep once, then let the next
+        # max_keys / 4 new groups take the oldest group's place: amortised O(1).
+        if self.room_credit <= 0:
+            self.sweep(now)
+            self.room_credit = max(1, self.max_keys // 4)
+        self.room_credit -= 1
         while len(self.groups) >= self.max_keys:
             k = next(iter(self.groups))
             del self.groups[k]
@@ -179,6 +187,8 @@ class FirstSeenState:
         "known",
         "learn",
         "learn_until",
+        "learned",
+        "relearned",
         "max_keys",
         "max_values",
         "per_key",
@@ -200,6 +210,8 @@ class FirstSeenState:
         self.known = known
         self.learn = learn
         self.learn_until: float | None = None
+        self.learned = False  # learning is over for good (see ``slow``)
+        self.relearned = 0  # learning restarted because the clock went back before its start
         self.max_keys = max_keys
         self.max_values = max_values
         self.seen: dict[Any, set[Any]] = {}
@@ -224,10 +236,18 @@ class FirstSeenState:
         return self.slow(event, value, asset)
 
     def slow(self, event: Any, value: Any, asset: Any) -> bool:
-        """``value`` is not yet known for ``asset``: remember it; True if learning is over."""
+        """``value`` is not yet known for ``asset``: remember it; True if learning is over.
+
+        Capture time is not trusted blindly: an event from before the learning period started means
+        the clock that started it was wrong (a first packet dated 2100) or went back (merged captures)
+        while learning, and learning starts again on the new clock (``relearned``); once learning is
+        over it stays over, so a clock going back later cannot blind the rule."""
         ts = event.ts
         if self.learn_until is None:
             self.learn_until = ts + self.learn
+        elif not self.learned and ts < self.learn_until - self.learn - BACKWARDS:
+            self.learn_until = ts + self.learn
+            self.relearned += 1
         seen = self.seen.get(asset)
         if seen is None:
             self.evicted += _evict_oldest(self.seen, self.max_keys)
@@ -236,16 +256,18 @@ class FirstSeenState:
             seen.add(value)
         else:
             self.capped += 1
-        return ts >= self.learn_until
+        if not self.learned and ts >= self.learn_until:
+            self.learned = True
+        return self.learned
 
     def in_learning(self, ts: float) -> bool:
-        return self.learn_until is None or ts < self.learn_until
+        return not self.learned and (self.learn_until is None or ts < self.learn_until)
 
 
 class SuppressState:
     """Per rule and per key (e.g. src, dst): after an alert, the same key stays quiet for ``seconds``."""
 
-    __slots__ = ("evicted", "key", "max_keys", "seconds", "suppressed", "until")
+    __slots__ = ("evicted", "key", "max_keys", "room_credit", "seconds", "suppressed", "until")
 
     def __init__(self, seconds: float, key: KeyFn, max_keys: int) -> None:
         self.seconds = seconds
@@ -254,6 +276,7 @@ class SuppressState:
         self.until: dict[Any, float] = {}
         self.evicted = 0
         self.suppressed = 0
+        self.room_credit = 0  # new keys that may still make room without a sweep (as ThresholdState)
 
     def check(self, event: Any) -> bool:
         """True when an alert for ``event`` must be suppressed; otherwise start the quiet period."""
@@ -266,7 +289,10 @@ class SuppressState:
             self.suppressed += 1
             return True
         if until is None and len(self.until) >= self.max_keys:
-            self.sweep(ts)
+            if self.room_credit <= 0:  # amortised: see ThresholdState._make_room
+                self.sweep(ts)
+                self.room_credit = max(1, self.max_keys // 4)
+            self.room_credit -= 1
             self.evicted += _evict_oldest(self.until, self.max_keys)
         self.until[key] = ts + self.seconds
         return False
