@@ -33,6 +33,10 @@ from sensor.events import IcsEvent
 log = logging.getLogger(__name__)
 
 MAX_KEPT_ALERTS = 10_000  # alerts kept in memory for the end summary (all are counted and written)
+# Incidents kept for the end summary (its table shows the gravest 40): the first ones, like the alerts.
+# Unbounded, a sensor that runs for days kept every incident it ever opened, ~3 KB each, and the soak
+# mix opens about ten thousand an hour (docs/soak.md).
+MAX_KEPT_INCIDENTS = 1_000
 MAX_AFTER_WATCHES = 1_000  # alerts waiting for their flow's next events at once
 AFTER_SECONDS = 30.0  # an alert stops collecting its flow's next events after this much capture time
 SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan"}
@@ -47,7 +51,8 @@ class AlertSummary:
     by_severity: Counter = field(default_factory=Counter)
     by_technique: Counter = field(default_factory=Counter)
     alerts: list[Alert] = field(default_factory=list)  # the first MAX_KEPT_ALERTS
-    incidents: dict[str, Incident] = field(default_factory=dict)
+    incidents: dict[str, Incident] = field(default_factory=dict)  # the first MAX_KEPT_INCIDENTS
+    incidents_total: int = 0  # every incident opened, kept or not
     problems: list[str] = field(default_factory=list)  # rule load errors and warnings
     outputs: dict[str, str] = field(default_factory=dict)  # name -> where
     output_errors: Counter = field(default_factory=Counter)
@@ -59,6 +64,7 @@ class AlertSummary:
             "by_rule": dict(self.by_rule.most_common()),
             "by_severity": {s: self.by_severity[s] for s in ("critical", "high", "medium", "low") if self.by_severity[s]},
             "by_technique": dict(self.by_technique.most_common()),
+            "incidents_total": self.incidents_total,
             "incidents": [
                 {
                     "id": i.id,
@@ -93,7 +99,7 @@ class AlertSummary:
             console.print("[green]No alerts.[/]")
             return
         sev = ", ".join(f"{s} {self.by_severity[s]}" for s in ("critical", "high", "medium", "low") if self.by_severity[s])
-        console.print(f"[bold]{self.total} alert(s)[/] ({sev}), {len(self.incidents)} incident(s)")
+        console.print(f"[bold]{self.total} alert(s)[/] ({sev}), {self.incidents_total} incident(s)")
         table = Table(title="Alerts", title_justify="left")
         for col in ("time (UTC)", "severity", "rule", "technique", "source -> destination", "evidence"):
             table.add_column(col, overflow="fold")
@@ -281,7 +287,10 @@ class AlertingRuntime:
                     self.summary.problems.append(f"alert hook failed: {exc}")
             inc = self.grouper.add(a)
             self._dirty[inc.id] = inc
-            summary.incidents[inc.id] = inc
+            if inc.alert_count == 1:  # this alert opened it
+                summary.incidents_total += 1
+                if len(summary.incidents) < MAX_KEPT_INCIDENTS:
+                    summary.incidents[inc.id] = inc
             batch.alerts.append(a)
             summary.total += 1
             summary.by_rule[a.rule_id] += 1
