@@ -20,26 +20,6 @@ from icswatch.config import ConfigError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_DAMAGED = 0, 1, 2, 3
 
-# Commands that push packets through the sensor pipeline.
-PIPELINE_COMMANDS = frozenset({"replay", "inspect", "sniff", "learn", "train", "eval", "assets"})
-
-
-def tune_gc_for_packets() -> None:
-    """Collect cyclic garbage less often while packets flow.
-
-    The sensor allocates a few objects per packet and keeps long-lived ones per flow (a flow, its two
-    streams, their closures). With CPython's default thresholds the collector runs every 700 net
-    allocations and its older generations keep walking the whole flow table: under a SYN flood that
-    was about half the CPU (docs/hostile-traffic.md: 150,000 SYNs, 12.6 s of CPU with the defaults,
-    7.3 s with these thresholds). Cycles are still collected, only in larger batches; what was
-    imported before the first packet is frozen out of the collector's walks for good.
-    """
-    import gc
-
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(100_000, 50, 100)
-
 
 def _command_modules() -> list[str]:
     return sorted(i.name for i in pkgutil.iter_modules(commands.__path__) if not i.name.startswith("_"))
@@ -87,8 +67,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    if args.command in PIPELINE_COMMANDS:
-        tune_gc_for_packets()
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:
