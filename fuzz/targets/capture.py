@@ -17,10 +17,12 @@ import tempfile
 from fuzz.invariants import require
 from sensor.capture import GZIP_MAGIC, CaptureError, CaptureReader, is_capture_file
 
-# One scratch file per process, rewritten for every input (tmpfs when there is one).
+# One scratch path per process (tmpfs when there is one), written for each input and removed after
+# it: libFuzzer ends the process with exit(), so nothing would clean up a file left behind.
 _DIR = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
 _fd, PATH = tempfile.mkstemp(prefix="icswatch-fuzz-", suffix=".cap", dir=_DIR)
 os.close(_fd)
+os.unlink(PATH)
 
 
 def _file_bytes(data: bytes) -> tuple[bytes, int | None]:
@@ -41,6 +43,13 @@ def test_one_input(data: bytes) -> None:
     raw, stream_size = _file_bytes(data)
     with open(PATH, "wb") as fh:
         fh.write(raw)
+    try:
+        _check_file(stream_size)
+    finally:
+        os.unlink(PATH)
+
+
+def _check_file(stream_size: int | None) -> None:
     looks_like_capture = is_capture_file(PATH)
     require(isinstance(looks_like_capture, bool), "is_capture_file did not answer a bool")
     try:
