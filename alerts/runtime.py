@@ -20,9 +20,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Any
+from typing import Any
 
 from alerts.incidents import LEVEL_NAMES_EN, IncidentGrouper
 from alerts.records import Alert, Incident, Observer, iso_time
@@ -211,20 +211,47 @@ class AlertingRuntime:
         # Called with every accepted alert before it is grouped and stored (live evidence capture
         # writes the alert's packets and records the file in ``alert.extra``).
         self.alert_hooks: list[Callable[[Alert], None]] = []
+        self._taps: list[Callable[[IcsEvent], Any]] = []
+        self._observe: list[Callable[[IcsEvent], Any]] = [self._observe_each]
         self._bind_observers()
+        self.on_event = self._make_on_event()  # type: ignore[method-assign]
 
     def _bind_observers(self) -> None:
         self._observers = tuple(d.observe for d in self.detectors)
-        # The one-detector case (the default): a closure with everything bound, no loop.
-        if len(self._observers) == 1:
-            self._dispatch = self._single_detector_path()
-        else:
-            self._dispatch = self._multi_detector_path
+        # The one-detector case (the default): its observe is called straight from on_event.
+        self._observe[0] = self._observers[0] if len(self._observers) == 1 else self._observe_each
 
-    def on_event(self, event: IcsEvent) -> None:
-        """The pipeline's event sink. Stable across ``replace_detectors`` (the pipeline keeps this
-        bound method), dispatching to the path built for the current detectors."""
-        self._dispatch(event)
+    def _make_on_event(self) -> Callable[[IcsEvent], None]:
+        """The pipeline's event sink: one function with everything bound (the hot path: no method
+        lookups, no call per layer). It reads the detectors through ``_observe``, a one-slot list
+        ``replace_detectors`` refills, so a pipeline holding it stays valid across a reload."""
+        ring_append = self._ring.append
+        accept = self._accept
+        after = self._after  # never rebound, only mutated
+        watch_after = self._watch_after
+        observe = self._observe
+        taps = self._taps
+
+        def on_event(event: IcsEvent) -> None:
+            ring_append(event)
+            for tap in taps:
+                tap(event)
+            if after and event.flow_id in after:
+                watch_after(event)
+            alerts = observe[0](event)
+            if alerts:
+                accept(alerts)
+
+        return on_event
+
+    def on_event(self, event: IcsEvent) -> None:  # replaced per instance by _make_on_event's function
+        """The pipeline's event sink (``__init__`` binds the fast version of it on the instance)."""
+        self.__dict__["on_event"](event)
+
+    def tap(self, consumer: Callable[[IcsEvent], Any]) -> None:
+        """Also hand every event to ``consumer`` (the asset inventory, an event writer): called from
+        ``on_event`` itself, one call less per event than chaining it next to the runtime."""
+        self._taps.append(consumer)
 
     def add_alert_hook(self, hook: Callable[[Alert], None]) -> None:
         self.alert_hooks.append(hook)
@@ -238,31 +265,12 @@ class AlertingRuntime:
         self.detectors = list(detectors)
         self._bind_observers()
 
-    # -- the hot path --------------------------------------------------------------------------
-    def _multi_detector_path(self, event: IcsEvent) -> None:
-        self._ring.append(event)
-        if self._after and event.flow_id in self._after:
-            self._watch_after(event)
+    def _observe_each(self, event: IcsEvent) -> None:
+        """Several detectors (rules, baseline, ML): each one's alerts are accepted as they come."""
         for observe in self._observers:
             alerts = observe(event)
             if alerts:
                 self._accept(alerts)
-
-    def _single_detector_path(self) -> Any:
-        observe = self._observers[0]
-        ring_append = self._ring.append
-        accept = self._accept
-        after = self._after  # never rebound, only mutated
-
-        def on_event(event: IcsEvent) -> None:
-            ring_append(event)
-            if after and event.flow_id in after:
-                self._watch_after(event)
-            alerts = observe(event)
-            if alerts:
-                accept(alerts)
-
-        return on_event
 
     def on_tick(self, ts: float) -> None:
         for d in self.detectors:

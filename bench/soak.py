@@ -306,7 +306,7 @@ def build_sensor(config_path: Path, baseline: Path, model: Path, secret: str) ->
     from alerts.runtime import build_alerting
     from detectors.baseline import BaselineDetector
     from detectors.ml.detector import MlDetector
-    from icswatch.commands.replay import _chain
+    from icswatch.cli import tune_gc_for_packets
     from icswatch.config import load_config
     from sensor.assets import AssetInventory
     from sensor.pipeline import Pipeline
@@ -316,8 +316,12 @@ def build_sensor(config_path: Path, baseline: Path, model: Path, secret: str) ->
     detectors = [BaselineDetector.from_file(str(baseline)), MlDetector.from_file(str(model))]
     runtime = build_alerting(cfg, detectors)
     inventory = AssetInventory()
-    on_event = _chain(inventory.observe, event_tap(runtime), runtime.on_event)
-    pipeline = Pipeline(cfg.sensor, on_event=on_event, on_tick=runtime.on_tick)
+    runtime.tap(inventory.observe)  # wired as `icswatch replay` wires them
+    tap = event_tap(runtime)
+    if tap is not None:
+        runtime.tap(tap)
+    pipeline = Pipeline(cfg.sensor, on_event=runtime.on_event, on_tick=runtime.on_tick)
+    tune_gc_for_packets()  # as the CLI does for every packet command
     # The delivery worker has its own connection to the outbox file, as `icswatch linkage send` or the
     # enterprise API would; it polls every linkage.poll_seconds.
     box = Outbox(cfg.linkage.outbox)

@@ -81,6 +81,12 @@ class SensorConfig(_Model):
         "step) is not taken as time passing for idle timeouts (counted capture_clock_jump_forward)",
     )
     signature_probe_bytes: int = Field(64, ge=1, description="payload bytes a flow on an unknown port is probed with")
+    heap_trim_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="wall-clock seconds between two hand-backs of freed heap to the OS (glibc malloc_trim; "
+        "keeps a long-running sensor's RSS at what it uses); 0 never",
+    )
     name: str = Field("icswatch-sensor", description="sensor name (observer.name in alerts)")
     enterprise_id: str = Field("", description="enterprise id used when reporting to the province")
     site: str = Field("", description="site / plant name (observer.site)")

@@ -438,7 +438,7 @@ class AssetInventory:
 
     Why the hot path only counts: a polling plant repeats the same few operations between the same
     pairs millions of times, and each one would cost a dozen dict and counter updates. ``observe``
-    instead bumps one counter per event *signature* (flow, endpoints, protocol, direction, category,
+    instead bumps one counter per event *signature* (flow, sender, protocol, direction, category,
     function, unit) with its first and last time; the signatures are folded into the assets
     (with their multiplicity) whenever anyone reads ``assets`` / ``records()`` / ``stats()``, or
     when ``MAX_PENDING_SIGNATURES`` accumulate. Events that carry an identity, or that name another
@@ -450,7 +450,8 @@ class AssetInventory:
         self._assets: dict[str, Asset] = {}
         self.max_assets = max_assets
         self.dropped = 0  # events whose asset could not be created (cap reached)
-        self.events = 0
+        self._direct = 0  # events applied one by one (identities, no flow)
+        self._folded = 0  # events of signatures already folded in
         self._ports = service_ports()
         # signature -> [events, first ts, last ts, its first event]
         self._pending: dict[tuple[Any, ...], list[Any]] = {}
@@ -464,34 +465,33 @@ class AssetInventory:
 
     # -- the per-event hook -----------------------------------------------------------------------
     def observe(self, event: IcsEvent) -> list:
-        self.events += 1
         fields = event.fields
-        if fields and ("identity" in fields or "ics_protocol" in fields):
-            self._apply(event, event.ts, event.ts, 1)
-            return []
         flow_id = event.flow_id
-        if not flow_id:
+        if not flow_id or fields and ("identity" in fields or "ics_protocol" in fields):
+            self._direct += 1
             self._apply(event, event.ts, event.ts, 1)
             return []
-        # The flow table fixes a flow's transport and the MACs of each of its directions when the flow
-        # starts; the rest of the signature is what can vary between the flow's events.
-        key = (
-            flow_id, event.src, event.sport, event.dst, event.dport, event.protocol, event.direction,
-            event.category, event.function_name, event.unit,
-        )
-        ts = event.ts
+        # A flow's endpoints, ports, transport and MACs are fixed by the flow and the sender (the flow
+        # table sets them when the flow starts): the signature needs only what varies between events.
+        key = (flow_id, event.src, event.protocol, event.direction, event.category, event.function_name, event.unit)
         agg = self._pending.get(key)
         if agg is None:
             if len(self._pending) >= MAX_PENDING_SIGNATURES:
                 self._fold()
-            self._pending[key] = [1, ts, ts, event]
+            self._pending[key] = [1, event.ts, event.ts, event]
         else:
             agg[0] += 1
+            ts = event.ts
             if ts > agg[2]:
                 agg[2] = ts
             elif ts < agg[1]:
                 agg[1] = ts
         return []
+
+    @property
+    def events(self) -> int:
+        """Events observed so far (counted per signature on the hot path)."""
+        return self._direct + self._folded + sum(agg[0] for agg in self._pending.values())
 
     def tick(self, ts: float) -> list:
         return []
@@ -506,6 +506,7 @@ class AssetInventory:
         pending = self._pending
         self._pending = {}
         for count, first, last, event in sorted(pending.values(), key=lambda agg: agg[1]):
+            self._folded += count
             self._apply(event, first, last, count)
 
     def _apply(self, event: IcsEvent, first: float, last: float, count: int) -> None:

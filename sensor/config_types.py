@@ -19,6 +19,7 @@ class SensorLimits:
     fragment_timeout: float = 30.0
     max_clock_jump: float = 3600.0  # a forward jump of capture time beyond this is a clock step, not time passing
     signature_probe_bytes: int = 64
+    heap_trim_seconds: float = 60.0  # wall seconds between two malloc_trim calls (sensor/memory.py); 0: never
 
     @classmethod
     def from_config(cls, cfg: Any | None) -> "SensorLimits":

@@ -507,6 +507,11 @@ class FlowTable:
             if hit is not None and hit[0] is flow:
                 del self.flows[k]
         self.count -= 1
+        # Break the flow's reference cycles (its streams' callbacks point back at it): a closed flow is
+        # freed at once by reference counting, not left for the cyclic collector to find, so a flood of
+        # short flows does not pile up garbage between collections.
+        flow.streams = None
+        flow.analyzer = None
 
     def expire(self, ts: float) -> None:
         """End flows idle longer than their timeout (capture time, monotonic clock)."""

@@ -24,6 +24,7 @@ from sensor.counters import Counters, ProtocolStats
 from sensor.decode import ETH_IPV4, ETH_IPV6, Decoder, parse_tcp, parse_udp
 from sensor.events import IcsEvent
 from sensor.flows import FlowTable
+from sensor.memory import HeapTrimmer
 from sensor.protocols import Registry, registry as default_registry
 
 # Ethernet payload = IPv4 (version/ihl, total length, flags+fragment offset, protocol, addresses) + TCP
@@ -88,6 +89,7 @@ class Pipeline:
         self._last_ts: float | None = None
         self._next_tick = 0.0
         self._next_sweep = 0.0
+        self._heap = HeapTrimmer(self.limits.heap_trim_seconds)
 
     # -- files --------------------------------------------------------------------------------
     def start(self, path: str = "<live>") -> FileResult:
@@ -279,5 +281,6 @@ class Pipeline:
             self._next_sweep = now + SWEEP
             self._table.expire(ts)
             self._decoder.expire()
+            self._heap.maybe_trim()
         if self.on_tick is not None:
             self.on_tick(ts)

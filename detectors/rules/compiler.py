@@ -14,7 +14,8 @@ Modbus read response never meets a rule about write requests.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,8 @@ from detectors.rules.state import EVIDENCE_TAIL
 
 _INF = float("inf")
 _NUM_TYPES = frozenset({int, float, bool})
+_NO_FIELDS: dict[str, Any] = {}  # ``(e.fields or _E)``: shared by every rule, never written
+_GEN_IDS = itertools.count(1)
 INDEXED_FIELDS = ("protocol", "direction", "category", "function", "result")
 
 
@@ -110,18 +113,21 @@ class _Gen:
         self.rule = rule
         self.lists = lists
         self.index = index or {}
-        self.ns: dict[str, Any] = {"_E": {}, "_NUMT": _NUM_TYPES, "_STD": STANDARD_PORTS}
+        self.ns: dict[str, Any] = {"_E": _NO_FIELDS, "_NUMT": _NUM_TYPES, "_STD": STANDARD_PORTS}
         self.n = 0
+        # Generated names are unique across every generator of the process, so the engine can merge the
+        # namespaces of several rules and inline their code into one function (build_bucket).
+        self.prefix = f"_r{next(_GEN_IDS)}"
 
     def const(self, obj: Any) -> str:
         self.n += 1
-        name = f"_c{self.n}"
+        name = f"{self.prefix}c{self.n}"
         self.ns[name] = obj
         return name
 
     def var(self) -> str:
         self.n += 1
-        return f"_v{self.n}"
+        return f"{self.prefix}v{self.n}"
 
     # -- reading fields -----------------------------------------------------------------------
     def accessor(self, name: str) -> str:
@@ -434,6 +440,67 @@ def _key_source(gen: _Gen, names: tuple[str, ...]) -> str:
     return "(" + "".join(gen.accessor(n) + ", " for n in names) + ")"
 
 
+def _rule_block(
+    compiled: Compiled,
+    rule: Rule,
+    threshold: Any | None,
+    first_seen: Any | None,
+    finish: Callable[[Any, tuple[Any, ...]], Any],
+    fire: Callable[[str], list[str]],
+    indent: int,
+) -> list[str]:
+    """The lines that run one rule on the event ``e``: residual condition, first-seen and threshold
+    fast paths inlined, then ``fire(call)`` with ``call`` the source of ``finish(event, evidence)``
+    (suppression, alert). No early ``return``: each stage nests under the one before, so the same
+    block is the body of a rule's own function (``build_step``) and one section of a bucket's fused
+    function (``build_bucket``). Locals (``_v``, ``_k``, ...) are reassigned before every use."""
+    gen: _Gen = compiled.gen
+    c = gen.const
+    out: list[str] = []
+    pad = "    " * indent
+
+    def line(text: str) -> None:
+        out.append(pad + text)
+
+    if compiled.residual != "True":
+        line(f"if {compiled.residual}:")
+        pad += "    "
+    if first_seen is not None:
+        nw = rule.new
+        assert nw is not None
+        line(f"_v = {_key_source(gen, nw.value)}")
+        known = f" and not {c(first_seen.known)}(_v)" if first_seen.known is not None else ""
+        line(f"if _v is not None{known}:")
+        pad += "    "
+        line(f"_a = {_key_source(gen, nw.per) if nw.per else '()'}")
+        line(f"_s = {c(first_seen.seen)}.get(_a)")
+        line(f"if (_s is None or _v not in _s) and {c(first_seen.slow)}(e, _v, _a):")
+        pad += "    "
+    if threshold is None:
+        out.extend(pad + x for x in fire(f"{c(finish)}(e, (e,))"))
+        return out
+    th = rule.threshold
+    assert th is not None
+    line(f"_k = {_key_source(gen, th.group_by) if th.group_by else '()'}")
+    line(f"_g = {c(threshold.groups)}.get(_k)")
+    far = th.count - EVIDENCE_TAIL  # below this many times, no event is kept: only its time
+    if th.distinct:
+        # a distinct value seen again in the window: only its time moves
+        line(f"if _g is not None and (_d := {gen.accessor(th.distinct)}) in _g:")
+        line("    _g[_d] = e.ts")
+        line("else:")
+        pad += "    "
+    elif far > 0:
+        line(f"if _g is not None and len(_g) < {c(far)} and e.ts >= _g[-1] - 1.0:")
+        line("    _g.append(e.ts)")
+        line("else:")
+        pad += "    "
+    line(f"_ev = {c(threshold.slow)}(e, _k)")
+    line("if _ev is not None:")
+    out.extend(pad + "    " + x for x in fire(f"{c(finish)}(e, _ev)"))
+    return out
+
+
 def build_step(
     compiled: Compiled,
     rule: Rule,
@@ -441,58 +508,60 @@ def build_step(
     first_seen: Any | None,
     finish: Callable[[Any, tuple[Any, ...]], Any],
 ) -> Callable[[Any], Any]:
-    """Generate the rule's per-event function: residual condition, first-seen and threshold fast
-    paths inlined, ``finish(event, evidence)`` (suppression, alert) only when the rule fires.
+    """Generate the rule's per-event function (the alert or None): ``_rule_block`` as a function body.
 
     The fast paths handle the common cases with plain dict operations (a known value, a distinct
     value seen again, a group below its count); everything else goes to the state objects' ``slow``
     methods (state.py). The state's dicts are bound once: they are only ever mutated, never replaced.
     """
-    gen: _Gen = compiled.gen
-    c = gen.const
-    lines = ["def _step(e):"]
-    if compiled.residual != "True":
-        lines.append(f"    if not ({compiled.residual}):")
-        lines.append("        return None")
-    if first_seen is not None:
-        nw = rule.new
-        assert nw is not None
-        lines.append(f"    _v = {_key_source(gen, nw.value)}")
-        known = f" or {c(first_seen.known)}(_v)" if first_seen.known is not None else ""
-        lines.append(f"    if _v is None{known}:")
-        lines.append("        return None")
-        lines.append(f"    _a = {_key_source(gen, nw.per) if nw.per else '()'}")
-        lines.append(f"    _s = {c(first_seen.seen)}.get(_a)")
-        lines.append(f"    if _s is not None and _v in _s or not {c(first_seen.slow)}(e, _v, _a):")
-        lines.append("        return None")
-    if threshold is not None:
-        th = rule.threshold
-        assert th is not None
-        lines.append(f"    _k = {_key_source(gen, th.group_by) if th.group_by else '()'}")
-        lines.append(f"    _g = {c(threshold.groups)}.get(_k)")
-        if th.distinct:
-            lines.append("    if _g is not None:")
-            lines.append(f"        _d = {gen.accessor(th.distinct)}")
-            lines.append("        if _d in _g:")
-            lines.append("            _g[_d] = e.ts")
-            lines.append("            return None")
-            lines.append(f"    _ev = {c(threshold.slow)}(e, _k)")
-        else:
-            far = th.count - EVIDENCE_TAIL  # below this many times, no event is kept: only its time
-            if far > 0:
-                lines.append(f"    if _g is not None and len(_g) < {c(far)} and e.ts >= _g[-1] - 1.0:")
-                lines.append("        _g.append(e.ts)")
-                lines.append("        return None")
-            lines.append(f"    _ev = {c(threshold.slow)}(e, _k)")
-        lines.append("    if _ev is None:")
-        lines.append("        return None")
-        lines.append(f"    return {c(finish)}(e, _ev)")
-    else:
-        lines.append(f"    return {c(finish)}(e, (e,))")
-    src = "\n".join(lines) + "\n"
-    step = gen._function(src, "_step")
+    body = _rule_block(compiled, rule, threshold, first_seen, finish, lambda call: [f"return {call}"], 1)
+    src = "def _step(e):\n" + "\n".join(body) + "\n    return None\n"
+    step = compiled.gen._function(src, "_step")
     step.source = src  # type: ignore[attr-defined]
     return step
+
+
+def bucket_block(
+    compiled: Compiled,
+    rule: Rule,
+    threshold: Any | None,
+    first_seen: Any | None,
+    finish: Callable[[Any, tuple[Any, ...]], Any],
+) -> list[str]:
+    """The rule's section of a fused bucket function (``build_bucket``), unindented: an alert is
+    appended to ``_out`` (created on the first one)."""
+
+    def into_out(call: str) -> list[str]:
+        return [f"_x = {call}", "if _x is not None:", "    if _out is None:", "        _out = [_x]", "    else:", "        _out.append(_x)"]
+
+    return _rule_block(compiled, rule, threshold, first_seen, finish, into_out, 0)
+
+
+def build_bucket(rules: Sequence[Any], failed: Callable[[Any, Any], None]) -> Callable[[Any], list[Any] | None]:
+    """One function that runs every rule of an index bucket on an event, in order: the rules' blocks
+    inlined one after the other (no call or loop per rule), each in its own ``try`` (free in CPython
+    3.11+ until something raises) so a rule that raises is reported with ``failed(rule.step, event)``
+    and the rules after it still run. Returns the alerts, or None.
+
+    ``rules`` are ``CompiledRule``s (``compiled``, ``rule``, ``block``, ``step``); their generators'
+    names are unique process-wide (``_Gen.prefix``), so their namespaces merge without clashes."""
+    ns: dict[str, Any] = {"_failed": failed}
+    lines = ["def _bucket(e):", "    _out = None"]
+    for i, r in enumerate(rules):
+        ns.update(r.compiled.gen.ns)
+        ns[f"_step{i}"] = r.step
+        lines.append(f"    # rule {i} (ids stay out of the source, like every other rule text)")
+        lines.append("    try:")
+        lines.extend("        " + x for x in r.block or ["pass"])
+        lines.append("    except Exception:  # noqa: BLE001 - one rule's surprise must not stop the others")
+        lines.append(f"        _failed(_step{i}, e)")
+    lines.append("    return _out")
+    src = "\n".join(lines) + "\n"
+    exec(compile(src, "<rule bucket>", "exec"), ns)  # noqa: S102 - generated from the rules' own blocks
+    fn = ns["_bucket"]
+    fn.source = src
+    fn.rules = tuple(rules)  # what it runs, in order (tools, tests)
+    return fn
 
 
 def _known_check(rule: Rule, value_field: str, names: tuple[str, ...], lists: NamedLists) -> Callable[[Any], bool]:

@@ -18,7 +18,15 @@ from typing import Any
 
 from alerts.records import Alert, alert_id
 from detectors.rules.attack import tactic_order, technique_name, technique_tactics
-from detectors.rules.compiler import INDEXED_FIELDS, Compiled, CompileError, build_step, compile_rule
+from detectors.rules.compiler import (
+    INDEXED_FIELDS,
+    Compiled,
+    CompileError,
+    bucket_block,
+    build_bucket,
+    build_step,
+    compile_rule,
+)
 from detectors.rules.fields import event_value
 from detectors.rules.lists import IpMatcher, ListError, NamedLists
 from detectors.rules.loader import RuleSet, load_rules
@@ -55,6 +63,7 @@ class CompiledRule:
     __slots__ = (
         "alerts",
         "asset",
+        "block",
         "compiled",
         "drop",
         "errors",
@@ -104,6 +113,7 @@ class CompiledRule:
         self.asset = compiled.asset
         self.drop = drop  # the engine's standing (config) suppressions
         self.step = build_step(compiled, rule, self.threshold, self.new, self.finish)
+        self.block = bucket_block(compiled, rule, self.threshold, self.new, self.finish)  # for build_bucket
         self.seq = 0
         self.alerts = 0
         self.errors = 0
@@ -252,6 +262,13 @@ class _StandingSuppression:
         return True
 
 
+def _no_rules(event: IcsEvent) -> None:
+    return None
+
+
+_no_rules.rules = ()  # type: ignore[attr-defined]
+
+
 class RuleEngine:
     """Runs compiled rules; implements the Detector interface (observe / tick / flush)."""
 
@@ -299,7 +316,9 @@ class RuleEngine:
                 self.standing.append(_StandingSuppression(entry, self.lists))
             except ListError as exc:
                 self.problems.append(Problem("config", 0, None, str(exc)))
-        self._index: dict[tuple[str, str, str, int, str], tuple[Callable[[IcsEvent], Alert | None], ...]] = {}
+        self._index: dict[tuple[str, str, str, int, str], Callable[[IcsEvent], list[Alert] | None]] = {}
+        # rules of a bucket -> their fused function (compiler.build_bucket): many keys share a rule set
+        self._fused: dict[tuple[CompiledRule, ...], Callable[[IcsEvent], list[Alert] | None]] = {}
         self._started = False
         self._next_sweep: float | None = None
         self.suppressed_by_config = 0
@@ -342,55 +361,35 @@ class RuleEngine:
         return None
 
     # -- the hot path -------------------------------------------------------------------------
-    def _bucket(self, event: IcsEvent) -> tuple[Callable[[IcsEvent], Alert | None], ...]:
-        """The rules an event of this (protocol, direction, category, function, result) can match (cached)."""
+    def _bucket(self, event: IcsEvent) -> Callable[[IcsEvent], list[Alert] | None]:
+        """The function running the rules an event of this (protocol, direction, category, function,
+        result) can match (cached per key; one fused function per distinct set of rules)."""
         if not self._started:  # the first event: learning periods start now
             self._started = True
             for r in self.active:
                 if r.new is not None:
                     r.new.start(event.ts)
         key = (event.protocol, event.direction, event.category, event.function, event.result)
-        out = []
-        for r in self.active:
-            idx = r.compiled.index
-            if all(idx[f] is None or v in idx[f] for f, v in zip(INDEXED_FIELDS, key)):  # type: ignore[operator]
-                out.append(r.step)
-        bucket = tuple(out)
+        rules = tuple(
+            r for r in self.active
+            if all(r.compiled.index[f] is None or v in r.compiled.index[f] for f, v in zip(INDEXED_FIELDS, key))  # type: ignore[operator]
+        )
+        run = self._fused.get(rules)
+        if run is None:
+            run = build_bucket(rules, self._failed) if rules else _no_rules
+            self._fused[rules] = run
         if len(self._index) >= MAX_INDEX_KEYS:
             self._index.clear()
-        self._index[key] = bucket
-        return bucket
+            self._fused.clear()
+        self._index[key] = run
+        return run
 
     def observe(self, event: IcsEvent) -> list[Alert]:
         """The alerts ``event`` raises (usually none)."""
-        bucket = self._index.get((event.protocol, event.direction, event.category, event.function, event.result))
-        if bucket is None:
-            bucket = self._bucket(event)
-        out = None
-        try:
-            for step in bucket:
-                alert = step(event)
-                if alert is not None:
-                    if out is None:
-                        out = [alert]
-                    else:
-                        out.append(alert)
-        except Exception:  # noqa: BLE001 - one rule's surprise must not stop the others
-            return self._resume(event, bucket, step, out or [])
-        return out if out is not None else []
-
-    def _resume(self, event: IcsEvent, bucket: tuple[Any, ...], failed: Any, out: list[Alert]) -> list[Alert]:
-        """A rule raised: count it, then run the rules after it one by one."""
-        self._failed(failed, event)
-        for step in bucket[bucket.index(failed) + 1 :]:
-            try:
-                alert = step(event)
-            except Exception:  # noqa: BLE001
-                self._failed(step, event)
-                continue
-            if alert is not None:
-                out.append(alert)
-        return out
+        run = self._index.get((event.protocol, event.direction, event.category, event.function, event.result))
+        if run is None:
+            run = self._bucket(event)
+        return run(event) or []
 
     def _failed(self, step: Any, event: IcsEvent) -> None:
         for r in self.active:

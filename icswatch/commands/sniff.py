@@ -32,7 +32,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -128,65 +128,11 @@ def enable_evidence(pipeline: Pipeline, alerting: Any, options: EvidenceOptions)
     recorder = EvidenceRecorder(options)
     instrument_pipeline(pipeline, recorder)
     if alerting is not None:
-        add_alert_hook(alerting, recorder.on_alert)
+        alerting.add_alert_hook(recorder.on_alert)
     return recorder
 
 
 # -- adapters over the alerting runtime ----------------------------------------------------------------
-class _HookedGrouper:
-    """Stands in for the runtime's incident grouper to see each alert first: ``_accept`` hands every
-    alert to ``grouper.add`` before batching it for the outputs, on every path (the one-detector
-    closure included), so a hook here can still fill ``alert.extra``."""
-
-    def __init__(self, inner: Any, hook: Callable[[Any], Any]) -> None:
-        self._inner = inner
-        self._hook = hook
-
-    def add(self, alert: Any) -> Any:
-        try:
-            self._hook(alert)
-        except Exception:  # noqa: BLE001 - evidence must never cost an alert
-            log.exception("alert hook failed on alert %s", getattr(alert, "id", "?"))
-        return self._inner.add(alert)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-def add_alert_hook(runtime: Any, hook: Callable[[Any], Any]) -> None:
-    """Call ``hook(alert)`` for every alert the runtime accepts, before it is grouped and written.
-
-    Uses ``runtime.add_alert_hook`` when the runtime has it (the hook this module asks for), else
-    wraps the runtime's grouper."""
-    native = getattr(runtime, "add_alert_hook", None)
-    if callable(native):
-        native(hook)
-        return
-    runtime.grouper = _HookedGrouper(runtime.grouper, hook)
-
-
-def replace_detectors(runtime: Any, detectors: list[Any]) -> None:
-    """Swap the runtime's detectors between two events: the old ones are flushed first (their alerts
-    are kept). Uses ``runtime.replace_detectors`` when the runtime has it."""
-    native = getattr(runtime, "replace_detectors", None)
-    if callable(native):
-        native(detectors)
-        return
-    for d in runtime.detectors:
-        try:
-            alerts = d.flush()
-        except Exception:  # noqa: BLE001 - a detector failing to flush must not block the swap
-            log.exception("detector %s failed to flush", getattr(d, "name", d))
-            continue
-        if alerts:
-            runtime._accept(alerts)
-    runtime.detectors = list(detectors)
-    runtime._observers = tuple(d.observe for d in runtime.detectors)
-    runtime.__dict__.pop("on_event", None)  # back to the general method...
-    if len(runtime._observers) == 1:
-        runtime.on_event = runtime._single_detector_path()  # ...or the one-detector closure, rebuilt
-
-
 def carry_rule_state(old: Any, new: Any) -> int:
     """Keep the state (learning, thresholds, suppression, counts) of the rules a reload did not change:
     the old compiled rule replaces the new one when the rule reads the same and the named lists are
@@ -314,7 +260,7 @@ def run(args: argparse.Namespace) -> int:
         if ev_options is not None:
             recorder = EvidenceRecorder(ev_options)
             if alerting is not None:
-                add_alert_hook(alerting, recorder.on_alert)
+                alerting.add_alert_hook(recorder.on_alert)
         writer = EventWriter(cfg.outputs.events) if cfg.outputs.events else None
     except Exception as exc:
         capture.close()
@@ -387,7 +333,7 @@ def _capture_loop(
         except Exception as exc:  # noqa: BLE001 - a bad edit must not stop a running sensor
             print(f"icswatch sniff: reload failed, the running rules stay: {exc}", file=sys.stderr, flush=True)
             return
-        replace_detectors(alerting, dets)
+        alerting.replace_detectors(dets)  # the old ones are flushed first: their alerts are kept
         session.reloads += 1
         names = ", ".join(getattr(d, "name", type(d).__name__) for d in dets) or "no detectors"
         print(
