@@ -14,8 +14,13 @@ Legs (see bench/README.md for how to read them):
   Its JSON is compared with the generator's truth (packets, Modbus PDUs, function histogram).
 - ``icswatch in-process`` ``sensor.pipeline.Pipeline().replay_file(FILE)`` timed inside a worker process,
   imports excluded: the sensor core alone. ``--profile`` runs this leg under a profiler.
+- ``floor: read only``   the capture reader alone (every record read, nothing done with it), in-process.
+- ``floor: shared path``  the sensor with every protocol analyzer replaced by one that ignores its data
+  (decode, flow table, reassembly, dispatch), in-process. No work on the protocol modules can make
+  ``inspect`` faster than this: a target above the floor is out of reach of parser optimisation.
 - ``icswatch replay``    ``icswatch replay FILE`` (detectors, default rules and default outputs), with
   ``--replay`` (default: when the command exists). Issue 3: >= 70% of ``inspect``'s throughput.
+- ``replay --no-assets`` the same without the passive asset inventory: the rules and the alert store alone.
 - ``tshark fields``      ``tshark -n -r FILE -T fields -e mbtcp.trans_id -e modbus.func_code -E occurrence=a``,
   the way the ground truth is produced; its output goes to a file in bench/out/ and is counted after
   the timing, so the run also shows whether icswatch and tshark agree on this file.
@@ -185,6 +190,34 @@ def help_mentions(name: str, flag: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- workers
+def worker_floor(path: str, what: str) -> int:
+    """The floors under ``inspect``, timed like the in-process leg (imports excluded); one JSON line.
+
+    ``read``: the capture reader alone, every record read and nothing else. ``shared``: the whole
+    sensor path with every protocol analyzer replaced by one that ignores its data (decode, flow table,
+    reassembly, dispatch: bench/protocol_bench.py's floor). No protocol parsing makes either faster,
+    so a target above a floor cannot be met by work on the protocol modules.
+    """
+    sys.path.insert(0, str(REPO))
+    from sensor.capture import CaptureReader
+    from sensor.pipeline import Pipeline
+
+    t0 = time.perf_counter()
+    c0 = time.process_time()
+    if what == "read":
+        n = 0
+        with CaptureReader(path) as reader:
+            for _record in reader:
+                n += 1
+        result: dict[str, Any] = {"packets": n}
+    else:
+        from protocol_bench import _floor_registry
+
+        result = Pipeline(None, registry=_floor_registry()).replay_file(path).ground_truth()
+    print(json.dumps({"seconds": time.perf_counter() - t0, "cpu": time.process_time() - c0, "result": result}))
+    return 0
+
+
 def worker_inprocess(path: str, profile: str | None) -> int:
     """Time ``Pipeline().replay_file`` (imports excluded); print one JSON line."""
     sys.path.insert(0, str(REPO))
@@ -401,6 +434,8 @@ def main(argv: list[str] | None = None) -> int:
             return worker_inprocess(rest[0], rest[1] if len(rest) > 1 else None)
         if kind == "scapy":
             return worker_scapy(rest[0], int(rest[1]), rest[2], rest[3], rest[4])
+        if kind == "floor":
+            return worker_floor(rest[0], rest[1])
         ap.error(f"unknown worker {kind}")
 
     global CLOCK
@@ -460,30 +495,46 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 say(f"  profile failed: {pleg.note}")
 
-    # icswatch replay (detectors, default rules, default outputs), in a scratch folder
+    # The floors under inspect: what reading alone costs, and the shared path without protocol parsing.
+    if not a.no_inprocess:
+        for key, what, label in (("floor_read", "read", "floor: read only"),
+                                 ("floor_shared", "shared", "floor: shared path")):
+            say(f"{label} ...")
+            leg = Leg(label, me + ["--worker", "floor", str(path), what])
+            data = run_worker(leg, a.repeat)
+            if data:
+                rate(leg, data["result"]["packets"])
+                leg.note = ("capture reader only" if what == "read" else
+                            "decode, flows, reassembly, dispatch; analyzers ignore their data")
+            legs[key] = leg
+
+    # icswatch replay (detectors, default rules, default outputs), in a scratch folder; and again without
+    # the passive asset inventory, to show the rules + alert store apart from it (issue 3's measure)
     want_replay = a.replay == "yes" or (a.replay == "auto" and has_subcommand("replay"))
     if want_replay:
-        say("icswatch replay ...")
-        scratch = OUT / "replay-run"
-        shutil.rmtree(scratch, ignore_errors=True)
-        scratch.mkdir(parents=True)
-        cmd = icswatch_cmd("replay", str(path.resolve()), *a.replay_args.split())
-        summary = scratch / "summary.json"
-        if help_mentions("replay", "--json-summary"):
-            cmd += ["-q", "--json-summary", str(summary)]  # no progress bar; counts to check
-        leg = rate(measure(Leg("icswatch replay", cmd), a.repeat, scratch / "stdout.txt", cwd=scratch), n_packets)
-        if summary.exists():
-            try:
-                s = json.loads(summary.read_text())
-                proto = s.get("protocols", {}).get(cap.name, {})
-                if truth:
-                    want = truth["protocols"][cap.name]["pdus"]
-                    leg.agrees = "pdus exact" if proto.get("pdus") == want else f"pdus {proto.get('pdus')} vs {want}"
-                alerts = s.get("alerts", {})
-                leg.note = f"{s.get('events', 0):,} events, {alerts.get('total', 0):,} alerts"
-            except (ValueError, AttributeError) as exc:
-                leg.note = f"unreadable summary: {exc}"
-        legs["replay"] = leg
+        for key, label, extra in (("replay", "icswatch replay", []),
+                                  ("replay_no_assets", "replay --no-assets", ["--no-assets"])):
+            say(f"{label} ...")
+            scratch = OUT / "replay-run"
+            shutil.rmtree(scratch, ignore_errors=True)
+            scratch.mkdir(parents=True)
+            cmd = icswatch_cmd("replay", str(path.resolve()), *a.replay_args.split(), *extra)
+            summary = scratch / "summary.json"
+            if help_mentions("replay", "--json-summary"):
+                cmd += ["-q", "--json-summary", str(summary)]  # no progress bar; counts to check
+            leg = rate(measure(Leg(label, cmd), a.repeat, scratch / "stdout.txt", cwd=scratch), n_packets)
+            if summary.exists():
+                try:
+                    s = json.loads(summary.read_text())
+                    proto = s.get("protocols", {}).get(cap.name, {})
+                    if truth:
+                        want = truth["protocols"][cap.name]["pdus"]
+                        leg.agrees = "pdus exact" if proto.get("pdus") == want else f"pdus {proto.get('pdus')} vs {want}"
+                    alerts = s.get("alerts", {})
+                    leg.note = f"{s.get('events', 0):,} events, {alerts.get('total', 0):,} alerts"
+                except (ValueError, AttributeError) as exc:
+                    leg.note = f"unreadable summary: {exc}"
+            legs[key] = leg
     elif a.replay == "auto":
         legs["replay"] = Leg("icswatch replay", skipped="`icswatch replay` not available yet")
 
@@ -561,6 +612,10 @@ def main(argv: list[str] | None = None) -> int:
         "inprocess_vs_tshark_fields": ratio(pps("inprocess"), pps("tshark_fields")),
         "inprocess_vs_scapy": ratio(pps("inprocess"), pps("scapy")),
         "replay_vs_inspect": ratio(pps("replay"), ins),
+        "replay_no_assets_vs_inspect": ratio(pps("replay_no_assets"), ins),
+        "floor_shared_vs_tshark_fields": ratio(pps("floor_shared"), pps("tshark_fields")),
+        "floor_shared_vs_scapy": ratio(pps("floor_shared"), pps("scapy")),
+        "floor_read_vs_scapy": ratio(pps("floor_read"), pps("scapy")),
     }
     targets = {}
 
@@ -579,6 +634,11 @@ def main(argv: list[str] | None = None) -> int:
     if rss.get("growth"):
         target("peak RSS 2x file / 1x file <= 1.25", rss["growth"], TARGETS["rss_growth"], higher=False)
     target("replay >= 70% of inspect", ratios["replay_vs_inspect"], TARGETS["replay_vs_inspect"])
+    target("  (rules + store, --no-assets) >= 70%", ratios["replay_no_assets_vs_inspect"], TARGETS["replay_vs_inspect"])
+    # Can the targets be met at all? The floors do no protocol work: below a target, no parser can reach it.
+    target("  (floor) shared path alone >= 10x tshark", ratios["floor_shared_vs_tshark_fields"], TARGETS["vs_tshark_fields"])
+    target("  (floor) shared path alone >= 100x scapy", ratios["floor_shared_vs_scapy"], TARGETS["vs_scapy"])
+    target("  (floor) reading alone >= 100x scapy", ratios["floor_read_vs_scapy"], TARGETS["vs_scapy"])
 
     report = {
         "date": started.isoformat(timespec="seconds"),
