@@ -469,7 +469,13 @@ class AssetInventory:
         flow_id = event.flow_id
         if not flow_id or fields and ("identity" in fields or "ics_protocol" in fields):
             self._direct += 1
-            self._apply(event, event.ts, event.ts, 1)
+            # A bare SYN (a connection attempt) proves nothing about either end: its source may be
+            # spoofed (a SYN flood would fill the inventory with a million made-up hosts) and its target
+            # may not exist (a scan). It only adds to hosts already seen exchanging ICS traffic.
+            create = "ics_protocol" not in (fields or ())
+            if not create and self._pending:
+                self._fold()  # the hosts it may add to must be there first
+            self._apply(event, event.ts, event.ts, 1, create)
             return []
         # A flow's endpoints, ports, transport and MACs are fixed by the flow and the sender (the flow
         # table sets them when the flow starts): the signature needs only what varies between events.
@@ -509,8 +515,9 @@ class AssetInventory:
             self._folded += count
             self._apply(event, first, last, count)
 
-    def _apply(self, event: IcsEvent, first: float, last: float, count: int) -> None:
-        """``count`` events like ``event``, seen between ``first`` and ``last``, update the assets."""
+    def _apply(self, event: IcsEvent, first: float, last: float, count: int, create: bool = True) -> None:
+        """``count`` events like ``event``, seen between ``first`` and ``last``, update the assets (and
+        make the ones not known yet, unless ``create`` is false)."""
         if event.transport == "l2":
             client, server, client_is_src = event.src_mac or event.src, event.dst_mac or event.dst, True
         else:
@@ -518,8 +525,8 @@ class AssetInventory:
         proto = protocol_of(event)
         cmac = event.src_mac if client_is_src else event.dst_mac
         smac = event.dst_mac if client_is_src else event.src_mac
-        c = self._asset(client, first, last, cmac, count)
-        s = self._asset(server, first, last, smac, count)
+        c = self._asset(client, first, last, cmac, count, create)
+        s = self._asset(server, first, last, smac, count, create)
         if c is not None:
             c.client_protocols[proto] += count
             if event.direction == REQUEST and client_is_src:
@@ -528,12 +535,14 @@ class AssetInventory:
                     key = f"{proto} {event.function_name}"
                     if key in c.engineering_ops or len(c.engineering_ops) < 16:
                         c.engineering_ops[key] += count
-            _peer(c, server, count)
+            if create or s is not None:
+                _peer(c, server, count)
         if s is not None:
             s.server_protocols[proto] += count
             if event.unit is not None and event.unit not in s.units and len(s.units) < MAX_UNITS:
                 s.units.append(event.unit)
-            _peer(s, client, count)
+            if create or c is not None:
+                _peer(s, client, count)
         fields = event.fields
         if fields:
             ident = fields.get("identity")
@@ -543,10 +552,10 @@ class AssetInventory:
                 if owner is not None:
                     _merge_identity(owner.identity.setdefault(proto, {}), ident)
 
-    def _asset(self, address: str, first: float, last: float, mac: str | None, count: int) -> Asset | None:
+    def _asset(self, address: str, first: float, last: float, mac: str | None, count: int, create: bool = True) -> Asset | None:
         a = self._assets.get(address)
         if a is None:
-            if not is_host_address(address):
+            if not create or not is_host_address(address):
                 return None
             if len(self._assets) >= self.max_assets:
                 self.dropped += count

@@ -38,6 +38,7 @@ def _discard(event: IcsEvent) -> None:
 
 TICK = 1.0  # seconds of capture time between on_tick calls
 SWEEP = 10.0  # seconds of capture time between idle-flow sweeps
+MAX_KEPT_ERRORS = 100  # analyzer tracebacks kept over all files (each file's table keeps its first 10)
 
 
 @dataclass
@@ -113,7 +114,9 @@ class Pipeline:
         result = self._file
         ts = self._last_ts if self._last_ts is not None else 0.0
         self._table.close_all(ts)
-        self.errors.extend(self._table.errors)
+        # analyzer tracebacks, for bug reports: the first ones are what matters, and a sensor replaying
+        # file after file for months must not keep them all
+        self.errors.extend(self._table.errors[: max(0, MAX_KEPT_ERRORS - len(self.errors))])
         self.talkers.update(self._table.talkers)
         result.events = self._table.events
         self.events += result.events

@@ -344,3 +344,31 @@ def test_identity_matches_tshark(tshark: str, capture: str, display_filter: str,
                 ours |= _norm(v)
         for name, shown in vals.items():
             assert any(_norm(x) & ours for x in shown if x), f"{capture}: {src} {name}={shown} not in {asset.identity}"
+
+
+def test_connection_attempts_make_no_assets_but_add_to_known_ones() -> None:
+    """A SYN flood from spoofed sources must not fill the inventory: a bare connection attempt only adds
+    to hosts already seen exchanging ICS traffic."""
+    from sensor.assets import AssetInventory
+    from sensor.events import IcsEvent
+
+    def attempt(src: str, dst: str, flow: int) -> IcsEvent:
+        return IcsEvent(100.0 + flow, "tcp", src, 40000 + flow, dst, 502, "tcp", "request", -1, "connection_attempt",
+                        "discovery", fields={"ics_protocol": "modbus"}, flow_id=flow)  # fmt: skip
+
+    inv = AssetInventory()
+    real = IcsEvent(50.0, "modbus", "10.0.0.5", 40000, "10.0.0.9", 502, "tcp", "request", 3,
+                    "read_holding_registers", "read", unit=1, flow_id=1)  # fmt: skip
+    inv.observe(real)
+    for i in range(2, 1002):  # a thousand spoofed sources
+        inv.observe(attempt(f"172.16.{i // 256}.{i % 256}", "10.0.0.9", i))
+    inv.observe(attempt("10.0.0.5", "10.0.0.9", 5000))  # the real master opens a second connection
+    inv.observe(attempt("10.0.0.5", "10.0.0.77", 5001))  # and probes a host nobody has seen
+    assets = inv.assets
+    assert sorted(assets) == ["10.0.0.5", "10.0.0.9"]
+    plc = assets["10.0.0.9"]
+    assert plc.peer_count == 1 and list(plc.peers) == ["10.0.0.5"]  # spoofed sources are not peers
+    assert plc.events == 1 + 1000 + 1  # the attempts it received still count for the PLC itself
+    assert assets["10.0.0.5"].events == 3  # its request, its second connection, its probe
+    assert "10.0.0.77" not in assets["10.0.0.5"].peers  # a probe of an unknown host makes no peer
+    assert inv.events == 1 + 1000 + 2
