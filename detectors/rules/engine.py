@@ -319,6 +319,7 @@ class RuleEngine:
         self._index: dict[tuple[str, str, str, int, str], Callable[[IcsEvent], list[Alert] | None]] = {}
         # rules of a bucket -> their fused function (compiler.build_bucket): many keys share a rule set
         self._fused: dict[tuple[CompiledRule, ...], Callable[[IcsEvent], list[Alert] | None]] = {}
+        self.observe = self._make_observe()  # type: ignore[method-assign]
         self._started = False
         self._next_sweep: float | None = None
         self.suppressed_by_config = 0
@@ -384,12 +385,23 @@ class RuleEngine:
         self._index[key] = run
         return run
 
-    def observe(self, event: IcsEvent) -> list[Alert]:
+    def observe(self, event: IcsEvent) -> list[Alert]:  # replaced per instance by _make_observe's function
         """The alerts ``event`` raises (usually none)."""
-        run = self._index.get((event.protocol, event.direction, event.category, event.function, event.result))
-        if run is None:
-            run = self._bucket(event)
-        return run(event) or []
+        return self.__dict__["observe"](event)
+
+    def _make_observe(self) -> Callable[[IcsEvent], list[Alert]]:
+        """``observe`` as one function with the index bound: no method lookup or attribute load per
+        event. ``_index`` is only ever cleared, never rebound."""
+        index_get = self._index.get
+        bucket = self._bucket
+
+        def observe(event: IcsEvent) -> list[Alert]:
+            run = index_get((event.protocol, event.direction, event.category, event.function, event.result))
+            if run is None:
+                run = bucket(event)
+            return run(event) or []
+
+        return observe
 
     def _failed(self, step: Any, event: IcsEvent) -> None:
         for r in self.active:
