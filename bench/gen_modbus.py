@@ -51,7 +51,7 @@ import struct
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Generator, Iterable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
 from typing import BinaryIO
@@ -191,33 +191,53 @@ class Host:
 
 
 # ----------------------------------------------------------------------------------------- connections
-class Conn:
-    """One TCP connection; builds complete Ethernet frames with correct seq/ack, lengths and checksums."""
+Packet = tuple  # (time_us, frame bytes, what the frame completes: function codes here, (protocol, key)s in synth)
+NONE: tuple = ()  # a frame that completes no PDU
 
-    __slots__ = ("client", "server", "cport", "sport", "seq", "acked", "ipid", "eth", "ipconst", "tcpconst", "ttl", "win",
-                 "src", "dst", "sports")
 
-    def __init__(self, client: Host, server: Host, cport: int, rng: random.Random, wrap: bool) -> None:
-        self.client, self.server, self.cport, self.sport = client, server, cport, MODBUS_PORT
+class IpIdCounter:
+    """A 16-bit IPv4 identification counter; ``TcpConn`` counts on anything with an ``ipid`` attribute."""
+
+    __slots__ = ("ipid",)
+
+    def __init__(self, start: int) -> None:
+        self.ipid = start
+
+
+class TcpConn:
+    """One TCP connection (client ``0`` -> server ``1``): frames with coherent seq/ack, lengths and checksums.
+
+    Shared with bench/synth.py (the other protocols' captures). The two differ in whose IP id counter a
+    frame takes its id from, and both must keep their bytes for a seed: ``per_connection_ipid`` gives
+    each direction of the connection its own counter (random starts drawn after the ISNs: this
+    generator's plant), otherwise each host's ``ipid`` runs across all its connections (synth's ``Host``).
+    """
+
+    __slots__ = ("acked", "dst", "eth", "ipconst", "ipids", "ports", "seq", "src", "tcpconst", "ttl", "win")
+
+    def __init__(self, client, server, cport: int, sport: int, rng: random.Random, wrap: bool = False,
+                 per_connection_ipid: bool = False) -> None:
         isn = [rng.getrandbits(32), rng.getrandbits(32)]
         if wrap:  # sequence numbers wrap around 2**32 within a few hundred bytes
-            isn[0] = (1 << 32) - rng.randint(50, 400)
-            isn[1] = (1 << 32) - rng.randint(50, 2000)
+            isn = [(1 << 32) - rng.randint(50, 400), (1 << 32) - rng.randint(50, 2000)]
         self.seq = isn  # next sequence number, [client, server]
         self.acked = [-1, -1]  # last acknowledgment number sent, [client, server]
-        self.ipid = [rng.getrandbits(16), rng.getrandbits(16)]
+        if per_connection_ipid:
+            self.ipids = (IpIdCounter(rng.getrandbits(16)), IpIdCounter(rng.getrandbits(16)))
+        else:
+            self.ipids = (client, server)
         c, s = client, server
         self.eth = (s.mac + c.mac + b"\x08\x00", c.mac + s.mac + b"\x08\x00")
         self.ttl = (c.ttl, s.ttl)
         self.win = (c.window, s.window)
         self.src = (c.ipb, s.ipb)
         self.dst = (s.ipb, c.ipb)
-        self.sports = ((cport, MODBUS_PORT), (MODBUS_PORT, cport))
+        self.ports = ((cport, sport), (sport, cport))
         addr_sum = int.from_bytes(c.ipb, "big") + int.from_bytes(s.ipb, "big")
         # constant parts of the IPv4 header sum (version/IHL, DF, TTL/protocol, addresses) per direction
         self.ipconst = tuple(0x4500 + 0x4000 + (ttl << 8 | 6) + addr_sum for ttl in self.ttl)
         # constant parts of the TCP sum: pseudo-header addresses and protocol, ports, window
-        self.tcpconst = tuple(addr_sum + 6 + cport + MODBUS_PORT + w for w in self.win)
+        self.tcpconst = tuple(addr_sum + 6 + cport + sport + w for w in self.win)
 
     def frame(self, d: int, flags: int, payload: bytes = b"", opts: bytes = b"") -> bytes:
         """A frame in direction ``d`` (0 client->server, 1 server->client); advances seq by what it sends."""
@@ -225,9 +245,10 @@ class Conn:
         ack = 0
         if flags & ACK:
             ack = self.acked[d] = self.seq[1 - d]
-        ipid = self.ipid[d]
-        self.ipid[d] = (ipid + 1) & 0xFFFF
-        body = opts + payload
+        counter = self.ipids[d]
+        ipid = counter.ipid
+        counter.ipid = (ipid + 1) & 0xFFFF
+        body = opts + payload if opts else payload
         tcp_len = 20 + len(body)
         tot = 20 + tcp_len
         offflags = ((5 + len(opts) // 4) << 12) | flags
@@ -235,7 +256,7 @@ class Conn:
         s = self.tcpconst[d] + tcp_len + seq + ack + offflags
         if body:
             s += int.from_bytes(body + b"\0" if len(body) & 1 else body, "big")
-        sp, dp = self.sports[d]
+        sp, dp = self.ports[d]
         hdr = IP_TCP.pack(0x45, 0, tot, ipid, 0x4000, self.ttl[d], 6, ip_ck, self.src[d], self.dst[d],
                           sp, dp, seq, ack, offflags >> 8, flags, self.win[d], _checksum(s), 0)
         adv = len(payload) + (1 if flags & (SYN | FIN) else 0)
@@ -246,10 +267,69 @@ class Conn:
         """Whether direction ``d`` has data of its peer to acknowledge (a pure ACK would not be a dup ACK)."""
         return self.acked[d] != self.seq[1 - d]
 
+    # ---- conversations (generators of Packets; the rng is drawn as each frame is asked for)
+    def handshake(self, t: int, rng: random.Random) -> Generator[Packet, None, int]:
+        """SYN (MSS option), SYN/ACK, ACK; returns the time of the ACK."""
+        yield t, self.frame(0, SYN, opts=MSS_OPTION), NONE
+        t += rng.randint(100, 2000)
+        yield t, self.frame(1, SYN | ACK, opts=MSS_OPTION), NONE
+        t += rng.randint(50, 500)
+        yield t, self.frame(0, ACK), NONE
+        return t
+
+    def send(self, t: int, d: int, data: bytes, counts: tuple, cuts: Iterable[int] = (),
+             gap_us: int = 300) -> Generator[Packet, None, int]:
+        """``data`` in one PSH/ACK segment, or split at the offsets ``cuts`` (increasing, inside the data).
+
+        The counts go with the segment that completes the data (tshark counts a reassembled PDU there).
+        Returns the time of the last segment (conversation helpers chain on it: ``t = yield from ...``).
+        """
+        prev = 0
+        for cut in cuts:
+            yield t, self.frame(d, PSH | ACK, data[prev:cut]), NONE
+            t += gap_us
+            prev = cut
+        yield t, self.frame(d, PSH | ACK, data[prev:] if prev else data), counts
+        return t
+
+    def ack(self, t: int, d: int) -> Packet:
+        return t, self.frame(d, ACK), NONE
+
+    def close(self, t: int, rng: random.Random, reset: bool = False) -> Iterator[Packet]:
+        """The client's RST, or FIN/ACK both ways and the last ACK."""
+        if reset:
+            yield t, self.frame(0, RST | ACK), NONE
+            return
+        yield t, self.frame(0, FIN | ACK), NONE
+        t += rng.randint(200, 3000)
+        yield t, self.frame(1, FIN | ACK), NONE
+        t += rng.randint(100, 1000)
+        yield t, self.frame(0, ACK), NONE
+
+
+def merge(flows: list[Iterator[Packet]], n_packets: int) -> Iterator[Packet]:
+    """All flows merged in time order (ties broken by flow index), up to ``n_packets`` frames."""
+    heap = []
+    for i, flow in enumerate(flows):
+        first = next(flow, None)
+        if first is not None:
+            heap.append((first[0], i, first, flow))
+    heapq.heapify(heap)
+    flows.clear()  # the heap holds them now; finished generators are dropped
+    left = n_packets
+    pop, replace = heapq.heappop, heapq.heapreplace
+    while heap and left:
+        _, i, pkt, flow = heap[0]
+        yield pkt
+        left -= 1
+        nxt = next(flow, None)
+        if nxt is None:
+            pop(heap)
+        else:
+            replace(heap, (nxt[0], i, nxt, flow))
+
 
 # -------------------------------------------------------------------------------------------- behaviour
-Packet = tuple  # (time_us, frame bytes, function codes of the ADUs this frame completes)
-
 PERIODS_MS = (50, 100, 200, 250, 500, 1000, 2000)
 PERIOD_WEIGHTS = (5, 25, 15, 15, 20, 15, 5)
 READ_FCS = (3, 4, 1, 2)
@@ -345,16 +425,12 @@ class Traffic:
         mb = self.mb
         stats = self.stats
         items, period, p_write, pipelined = plan
-        c = Conn(master, plc, master.ephemeral(), rng, wrap=rng.random() < 0.01)
+        c = TcpConn(master, plc, master.ephemeral(), MODBUS_PORT, rng, wrap=rng.random() < 0.01,
+                    per_connection_ipid=True)
         stats["connections"] += 1
-        none: tuple = ()
         if handshake:
             stats["handshakes"] += 1
-            yield t, c.frame(0, SYN, opts=MSS_OPTION), none
-            t += rng.randint(100, 2000)
-            yield t, c.frame(1, SYN | ACK, opts=MSS_OPTION), none
-            t += rng.randint(50, 500)
-            yield t, c.frame(0, ACK), none
+            t = yield from c.handshake(t, rng)
             t += rng.randint(200, 5000)
         tid = rng.getrandbits(16)
         cycle = 0
@@ -393,7 +469,7 @@ class Traffic:
                         yield from self._send(c, 1, t, resp, fc, plc)
                         t += rng.randint(100, 1500)
                 if c.unacked(1):
-                    yield t, c.frame(1, ACK), none  # the stack acknowledges the unanswered request
+                    yield c.ack(t, 1)  # the stack acknowledges the unanswered request
             else:
                 for i, (fc, req, resp) in enumerate(txs):
                     if i:
@@ -401,7 +477,7 @@ class Traffic:
                     yield from self._send(c, 0, t, req, fc, master)
                     t += self._latency(plc)
                     if resp is None:
-                        yield t, c.frame(1, ACK), none
+                        yield c.ack(t, 1)
                         t += 1_000_000 if period >= 1_000_000 else period // 2  # the master's timeout
                     else:
                         yield from self._send(c, 1, t, resp, fc, plc)
@@ -411,24 +487,17 @@ class Traffic:
             if rng.random() < 0.02:
                 nxt += period // 2  # a late cycle (busy master)
             if nxt - t > master.ack_delay_us and c.unacked(0):
-                yield t + master.ack_delay_us, c.frame(0, ACK), none
+                yield c.ack(t + master.ack_delay_us, 0)
             t = nxt
         # close (short sessions only): FIN/ACK both ways, or a reset now and then
-        if rng.random() < 0.1:
-            stats["resets"] += 1
-            yield t, c.frame(0, RST | ACK), none
-            return
-        stats["closes"] += 1
-        yield t, c.frame(0, FIN | ACK), none
-        t += rng.randint(200, 3000)
-        yield t, c.frame(1, FIN | ACK), none
-        t += rng.randint(100, 1000)
-        yield t, c.frame(0, ACK), none
+        reset = rng.random() < 0.1
+        stats["resets" if reset else "closes"] += 1
+        yield from c.close(t, rng, reset=reset)
 
     def _latency(self, plc: Host) -> int:
         return int(plc.latency_us * (0.8 + 0.8 * self.rng.random()))
 
-    def _send(self, c: Conn, d: int, t: int, adu: bytes, fc: int, sender: Host) -> Iterator[Packet]:
+    def _send(self, c: TcpConn, d: int, t: int, adu: bytes, fc: int, sender: Host) -> Iterator[Packet]:
         """One ADU in one segment, or split across two (header-first stacks, and random splits of big ADUs)."""
         if (sender.header_split and len(adu) > 9) or (len(adu) >= 64 and self.rng.random() < 0.03):
             # At least MBAP + function code in the first segment: tshark 4.0 does not recognise (so does
@@ -444,24 +513,7 @@ class Traffic:
     # ---- merge
     def packets(self) -> Iterator[Packet]:
         """All connections merged in time order (ties broken by connection index), up to ``n_packets``."""
-        heap = []
-        for i, flow in enumerate(self.flows):
-            first = next(flow, None)
-            if first is not None:
-                heap.append((first[0], i, first, flow))
-        heapq.heapify(heap)
-        self.flows = []  # the heap holds them now; finished generators are dropped
-        left = self.n_packets
-        pop, replace = heapq.heappop, heapq.heapreplace
-        while heap and left:
-            _, i, pkt, flow = heap[0]
-            yield pkt
-            left -= 1
-            nxt = next(flow, None)
-            if nxt is None:
-                pop(heap)
-            else:
-                replace(heap, (nxt[0], i, nxt, flow))
+        return merge(self.flows, self.n_packets)
 
 
 # ----------------------------------------------------------------------------------------------- writers

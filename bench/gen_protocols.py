@@ -86,8 +86,20 @@ class Plant:
         self.devices = [Host(f"10.{net + 1}.{i // 200}.{10 + i % 200}", rng, name=device_name)
                         for i in range(n_devices)]
 
-    def schedule(self, n_flows: int, duration_us: int) -> list[tuple[Host, Host, int, bool, int | None]]:
-        """(client, server, start time, handshake seen, cycles or None for long-lived), per connection."""
+    def poll_periods(self, n_packets: int, n_flows: int, periods: tuple[int, ...], packets_per_cycle: float
+                     ) -> tuple[list[int], int]:
+        """A polling period (us) per connection, and the capture's duration (us) estimated from them.
+
+        ``packets_per_cycle``: the packets one poll cycle writes on average, which sets the packet rate.
+        """
+        plans = [self.rng.choice(periods) for _ in range(n_flows)]
+        pps = sum(packets_per_cycle * 1e6 / p for p in plans) or 1.0
+        return plans, int(1e6 * n_packets / pps)
+
+    def schedule(self, n_flows: int, duration_us: int, periods: list[int]
+                 ) -> list[tuple[Host, Host, int, bool, int | None, int]]:
+        """(client, server, start time, handshake seen, cycles or None for long-lived, polling period), per
+        connection; ``periods`` from ``poll_periods``."""
         rng = self.rng
         out = []
         n_short = n_flows // 5
@@ -101,11 +113,19 @@ class Plant:
             start = rng.randint(0, max(1, duration_us * 85 // 100))
             out.append((rng.choice(self.stations), rng.choice(self.devices), T0_US + start, True,
                         rng.randint(3, 30)))
-        return out
+        return [(*slot, period) for slot, period in zip(out, periods)]
 
 
 def jitter(rng: random.Random, period: int) -> int:
     return int(period * (0.9 + 0.2 * rng.random()))
+
+
+def open_connection(rng: random.Random, client: Host, server: Host, port: int, stats: Counter[str]) -> TcpConn:
+    """A counted TCP connection from the client's next ephemeral port; 1% start their sequence numbers near
+    2**32, so that they wrap during the capture."""
+    conn = TcpConn(client, server, client.ephemeral(), port, rng, wrap=rng.random() < 0.01)
+    stats["connections"] += 1
+    return conn
 
 
 # =================================================================================================
@@ -226,20 +246,15 @@ class Dnp3Outstation:
 
 def dnp3_flows(rng: random.Random, n_packets: int, n_flows: int, stats: Counter[str]) -> list[Iterator[Packet]]:
     plant = Plant(rng, n_flows, 40, "rtu")
-    periods = (250_000, 500_000, 1_000_000, 2_000_000, 5_000_000)
-    plans = [rng.choice(periods) for _ in range(n_flows)]
-    pps = sum(4.5e6 / p for p in plans) or 1.0  # ~4.5 packets per event-poll cycle
-    duration = int(1e6 * n_packets / pps)
-    out = []
-    for (client, server, t, handshake, cycles), period in zip(plant.schedule(n_flows, duration), plans):
-        out.append(_dnp3_connection(rng, client, server, t, handshake, cycles, period, stats))
-    return out
+    periods, duration = plant.poll_periods(n_packets, n_flows, (250_000, 500_000, 1_000_000, 2_000_000, 5_000_000),
+                                           packets_per_cycle=4.5)  # ~4.5 packets per event-poll cycle
+    return [_dnp3_connection(rng, client, server, t, handshake, cycles, period, stats)
+            for client, server, t, handshake, cycles, period in plant.schedule(n_flows, duration, periods)]
 
 
 def _dnp3_connection(rng: random.Random, client: Host, server: Host, t: int, handshake: bool,
                      cycles: int | None, period: int, stats: Counter[str]) -> Iterator[Packet]:
-    c = TcpConn(client, server, client.ephemeral(), 20000, rng, wrap=rng.random() < 0.01)
-    stats["connections"] += 1
+    c = open_connection(rng, client, server, 20000, stats)
     station = Dnp3Outstation(rng)
     master_addr = rng.choice((1, 1, 3, 100))
     out_addr = rng.randint(10, 65000)
@@ -395,21 +410,17 @@ def _s7any(item: tuple[int, int, int, int, int]) -> bytes:
 
 def s7_flows(rng: random.Random, n_packets: int, n_flows: int, stats: Counter[str]) -> list[Iterator[Packet]]:
     plant = Plant(rng, n_flows, 50, "plc")
-    periods = (100_000, 200_000, 250_000, 500_000, 1_000_000, 2_000_000)
-    plans = [rng.choice(periods) for _ in range(n_flows)]
-    pps = sum(2.6e6 / p for p in plans) or 1.0
-    duration = int(1e6 * n_packets / pps)
+    periods, duration = plant.poll_periods(n_packets, n_flows,
+                                           (100_000, 200_000, 250_000, 500_000, 1_000_000, 2_000_000),
+                                           packets_per_cycle=2.6)
     plcs = {id(d): S7Plc(rng) for d in plant.devices}
-    out = []
-    for (client, server, t, handshake, cycles), period in zip(plant.schedule(n_flows, duration), plans):
-        out.append(_s7_connection(rng, client, server, plcs[id(server)], t, handshake, cycles, period, stats))
-    return out
+    return [_s7_connection(rng, client, server, plcs[id(server)], t, handshake, cycles, period, stats)
+            for client, server, t, handshake, cycles, period in plant.schedule(n_flows, duration, periods)]
 
 
 def _s7_connection(rng: random.Random, client: Host, server: Host, plc: S7Plc, t: int, handshake: bool,
                    cycles: int | None, period: int, stats: Counter[str]) -> Iterator[Packet]:
-    c = TcpConn(client, server, client.ephemeral(), 102, rng, wrap=rng.random() < 0.01)
-    stats["connections"] += 1
+    c = open_connection(rng, client, server, 102, stats)
     latency = rng.randint(1_500, 20_000)
     pduref = rng.getrandbits(16)
     # the HMI's poll list on this PLC: one or two read jobs of 1-8 items
@@ -571,21 +582,16 @@ def _asdu(tid: int, cot: int, ca: int, objects: list[tuple[int, bytes]], sq: boo
 
 def iec104_flows(rng: random.Random, n_packets: int, n_flows: int, stats: Counter[str]) -> list[Iterator[Packet]]:
     plant = Plant(rng, n_flows, 60, "rtu")
-    periods = (200_000, 500_000, 1_000_000, 2_000_000, 5_000_000)
-    plans = [rng.choice(periods) for _ in range(n_flows)]
-    pps = sum(2.0e6 / p for p in plans) or 1.0
-    duration = int(1e6 * n_packets / pps)
+    periods, duration = plant.poll_periods(n_packets, n_flows, (200_000, 500_000, 1_000_000, 2_000_000, 5_000_000),
+                                           packets_per_cycle=2.0)
     rtus = {id(d): Iec104Rtu(rng, rng.randint(1, 65000)) for d in plant.devices}
-    out = []
-    for (client, server, t, handshake, cycles), period in zip(plant.schedule(n_flows, duration), plans):
-        out.append(_iec104_connection(rng, client, server, rtus[id(server)], t, handshake, cycles, period, stats))
-    return out
+    return [_iec104_connection(rng, client, server, rtus[id(server)], t, handshake, cycles, period, stats)
+            for client, server, t, handshake, cycles, period in plant.schedule(n_flows, duration, periods)]
 
 
 def _iec104_connection(rng: random.Random, client: Host, server: Host, rtu: Iec104Rtu, t: int, handshake: bool,
                        cycles: int | None, period: int, stats: Counter[str]) -> Iterator[Packet]:
-    c = TcpConn(client, server, client.ephemeral(), 2404, rng, wrap=rng.random() < 0.01)
-    stats["connections"] += 1
+    c = open_connection(rng, client, server, 2404, stats)
     latency = rng.randint(1_000, 30_000)
     ns = [rng.randrange(32768), rng.randrange(32768)] if not handshake else [0, 0]  # N(S) per side
     acked = [ns[1], ns[0]]  # N(R) last sent by each side (what it has acknowledged)
@@ -776,14 +782,12 @@ class EnipDevice:
 
 def enip_flows(rng: random.Random, n_packets: int, n_flows: int, stats: Counter[str]) -> list[Iterator[Packet]]:
     plant = Plant(rng, n_flows, 70, "plc")
-    periods = (100_000, 250_000, 500_000, 1_000_000, 2_000_000)
-    plans = [rng.choice(periods) for _ in range(n_flows)]
-    pps = sum(2.3e6 / p for p in plans) or 1.0
-    duration = int(1e6 * n_packets / pps)
+    periods, duration = plant.poll_periods(n_packets, n_flows, (100_000, 250_000, 500_000, 1_000_000, 2_000_000),
+                                           packets_per_cycle=2.3)
     devices = {id(d): EnipDevice(rng, d) for d in plant.devices}
-    out: list[Iterator[Packet]] = []
-    for (client, server, t, handshake, cycles), period in zip(plant.schedule(n_flows, duration), plans):
-        out.append(_enip_connection(rng, client, server, devices[id(server)], t, handshake, cycles, period, stats))
+    out: list[Iterator[Packet]] = [
+        _enip_connection(rng, client, server, devices[id(server)], t, handshake, cycles, period, stats)
+        for client, server, t, handshake, cycles, period in plant.schedule(n_flows, duration, periods)]
     # class 1 I/O: some adapters produce T->O data to their scanner every RPI (UDP 2222)
     for device in rng.sample(plant.devices, max(1, len(plant.devices) // 10)):
         out.append(_enip_io(rng, device, plant.masters[0], rng.choice((50_000, 100_000, 200_000)), stats))
@@ -827,8 +831,7 @@ def _enip_discovery(rng: random.Random, tool: Host, devices: list[EnipDevice], d
 
 def _enip_connection(rng: random.Random, client: Host, server: Host, dev: EnipDevice, t: int, handshake: bool,
                      cycles: int | None, period: int, stats: Counter[str]) -> Iterator[Packet]:
-    c = TcpConn(client, server, client.ephemeral(), 44818, rng, wrap=rng.random() < 0.01)
-    stats["connections"] += 1
+    c = open_connection(rng, client, server, 44818, stats)
     latency = rng.randint(500, 15_000)
     handle = rng.getrandbits(32) | 1
     context = rng.getrandbits(64)
@@ -1184,21 +1187,16 @@ class UaServer:
 
 def opcua_flows(rng: random.Random, n_packets: int, n_flows: int, stats: Counter[str]) -> list[Iterator[Packet]]:
     plant = Plant(rng, n_flows, 90, "ua-server")
-    periods = (100_000, 250_000, 500_000, 1_000_000, 2_000_000)
-    plans = [rng.choice(periods) for _ in range(n_flows)]
-    pps = sum(2.2e6 / p for p in plans) or 1.0
-    duration = int(1e6 * n_packets / pps)
+    periods, duration = plant.poll_periods(n_packets, n_flows, (100_000, 250_000, 500_000, 1_000_000, 2_000_000),
+                                           packets_per_cycle=2.2)
     servers = {id(d): UaServer(rng, d) for d in plant.devices}
-    out = []
-    for (client, server, t, handshake, cycles), period in zip(plant.schedule(n_flows, duration), plans):
-        out.append(_opcua_connection(rng, client, server, servers[id(server)], t, handshake, cycles, period, stats))
-    return out
+    return [_opcua_connection(rng, client, server, servers[id(server)], t, handshake, cycles, period, stats)
+            for client, server, t, handshake, cycles, period in plant.schedule(n_flows, duration, periods)]
 
 
 def _opcua_connection(rng: random.Random, client: Host, server: Host, ua: UaServer, t: int, handshake: bool,
                       cycles: int | None, period: int, stats: Counter[str]) -> Iterator[Packet]:
-    c = TcpConn(client, server, client.ephemeral(), 4840, rng, wrap=rng.random() < 0.01)
-    stats["connections"] += 1
+    c = open_connection(rng, client, server, 4840, stats)
     latency = rng.randint(300, 10_000)
     channel = rng.getrandbits(32) | 1
     token = rng.getrandbits(32) | 1

@@ -1,14 +1,17 @@
 """Wire-level building blocks of the per-protocol synthetic captures (bench/gen_protocols.py).
 
-bench/gen_modbus.py builds its Modbus capture with its own connection class; the other protocols
-share the pieces here, written the same way (and reusing its checksum identity and pcap writer):
+bench/gen_modbus.py builds its Modbus capture from the same TCP pieces; the other protocols share
+what is here, written the same way (reusing its checksum identity, connection class, merge and pcap
+writer):
 
-- ``Host``: an IP address, a MAC, a TTL, a TCP window and an IP id counter.
-- ``TcpConn``: one TCP connection, any ports; builds whole Ethernet/IPv4/TCP frames with correct
-  sequence and acknowledgment numbers, lengths and checksums (one big-int operation per frame), and
-  ``TcpConn.send`` segments a message the way a stack would (one segment, or split at given offsets).
+- ``Host``: an IP address, a MAC, a TTL, a TCP window and an IP id counter (shared by the host's
+  connections and datagrams).
+- ``TcpConn`` (from gen_modbus, IP ids from the hosts' counters): one TCP connection, any ports;
+  builds whole Ethernet/IPv4/TCP frames with correct sequence and acknowledgment numbers, lengths
+  and checksums (one big-int operation per frame), and ``TcpConn.send`` segments a message the way a
+  stack would (one segment, or split at given offsets).
 - ``udp_frame``: one Ethernet/IPv4/UDP datagram (unicast or broadcast), valid checksums.
-- ``merge``: time-ordered merge of the per-connection frame generators, up to N packets.
+- ``merge`` (from gen_modbus): time-ordered merge of the per-connection frame generators, up to N packets.
 - ``write_capture``: streams the merged frames into a classic pcap and counts the truth.
 
 A frame travels as ``(t_us, frame bytes, counts)``; ``counts`` is a tuple of ``(protocol, key)``
@@ -19,21 +22,20 @@ function-histogram entry. Message builders keep these tuples as constants, so co
 
 from __future__ import annotations
 
-import heapq
 import json
 import random
 import struct
 import sys
 import time
 from collections import Counter
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from gen_modbus import ACK, FIN, IP_TCP, PSH, RST, SYN, T0_US, PcapWriter, _checksum
+from gen_modbus import ACK, FIN, PSH, RST, SYN, T0_US, PcapWriter, TcpConn, _checksum, merge
 
 __all__ = ["ACK", "FIN", "PSH", "RST", "SYN", "T0_US", "Counts", "Host", "Packet", "TcpConn", "merge", "udp_frame",
            "write_capture"]
@@ -42,7 +44,6 @@ Counts = tuple[tuple[str, "str | None"], ...]
 Packet = tuple[int, bytes, Counts]  # (time in microseconds, Ethernet frame, what tshark counts in it)
 NONE: Counts = ()
 
-MSS_OPTION = bytes.fromhex("020405b4")  # MSS 1460
 IP_UDP = struct.Struct("!BBHHHBBH4s4sHHHH")  # IPv4 (20) + UDP (8)
 BROADCAST_MAC = b"\xff" * 6
 
@@ -73,96 +74,6 @@ class Host:
         return i
 
 
-class TcpConn:
-    """One TCP connection (client ``0`` -> server ``1``): frames with coherent seq/ack and checksums."""
-
-    __slots__ = ("acked", "dst", "eth", "hosts", "ipconst", "ports", "seq", "src", "tcpconst", "ttl", "win")
-
-    def __init__(self, client: Host, server: Host, cport: int, sport: int, rng: random.Random,
-                 wrap: bool = False) -> None:
-        isn = [rng.getrandbits(32), rng.getrandbits(32)]
-        if wrap:  # sequence numbers wrap around 2**32 within a few hundred bytes
-            isn = [(1 << 32) - rng.randint(50, 400), (1 << 32) - rng.randint(50, 2000)]
-        self.seq = isn  # next sequence number, [client, server]
-        self.acked = [-1, -1]  # last acknowledgment number sent, [client, server]
-        self.hosts = (client, server)
-        c, s = client, server
-        self.eth = (s.mac + c.mac + b"\x08\x00", c.mac + s.mac + b"\x08\x00")
-        self.ttl = (c.ttl, s.ttl)
-        self.win = (c.window, s.window)
-        self.src = (c.ipb, s.ipb)
-        self.dst = (s.ipb, c.ipb)
-        self.ports = ((cport, sport), (sport, cport))
-        addr_sum = int.from_bytes(c.ipb, "big") + int.from_bytes(s.ipb, "big")
-        # constant parts of the IPv4 header sum (version/IHL, DF, TTL/protocol, addresses) per direction
-        self.ipconst = tuple(0x4500 + 0x4000 + (ttl << 8 | 6) + addr_sum for ttl in self.ttl)
-        # constant parts of the TCP sum: pseudo-header addresses and protocol, ports, window
-        self.tcpconst = tuple(addr_sum + 6 + cport + sport + w for w in self.win)
-
-    def frame(self, d: int, flags: int, payload: bytes = b"", opts: bytes = b"") -> bytes:
-        """A frame in direction ``d`` (0 client->server, 1 server->client); advances seq by what it sends."""
-        seq = self.seq[d]
-        ack = 0
-        if flags & ACK:
-            ack = self.acked[d] = self.seq[1 - d]
-        ipid = self.hosts[d].next_ipid()
-        body = opts + payload if opts else payload
-        tcp_len = 20 + len(body)
-        tot = 20 + tcp_len
-        offflags = ((5 + len(opts) // 4) << 12) | flags
-        ip_ck = _checksum(self.ipconst[d] + tot + ipid)
-        s = self.tcpconst[d] + tcp_len + seq + ack + offflags
-        if body:
-            s += int.from_bytes(body + b"\0" if len(body) & 1 else body, "big")
-        sp, dp = self.ports[d]
-        hdr = IP_TCP.pack(0x45, 0, tot, ipid, 0x4000, self.ttl[d], 6, ip_ck, self.src[d], self.dst[d],
-                          sp, dp, seq, ack, offflags >> 8, flags, self.win[d], _checksum(s), 0)
-        adv = len(payload) + (1 if flags & (SYN | FIN) else 0)
-        self.seq[d] = (seq + adv) & 0xFFFFFFFF
-        return self.eth[d] + hdr + body
-
-    def unacked(self, d: int) -> bool:
-        """Whether direction ``d`` has data of its peer to acknowledge."""
-        return self.acked[d] != self.seq[1 - d]
-
-    # ---- conversations (generators of Packets) ---------------------------------------------------
-    def handshake(self, t: int, rng: random.Random) -> Generator[Packet, None, int]:
-        yield t, self.frame(0, SYN, opts=MSS_OPTION), NONE
-        t += rng.randint(100, 2000)
-        yield t, self.frame(1, SYN | ACK, opts=MSS_OPTION), NONE
-        t += rng.randint(50, 500)
-        yield t, self.frame(0, ACK), NONE
-        return t
-
-    def send(self, t: int, d: int, data: bytes, counts: Counts, cuts: Iterable[int] = (),
-             gap_us: int = 300) -> Generator[Packet, None, int]:
-        """``data`` in one PSH/ACK segment, or split at the offsets ``cuts`` (increasing, inside the data).
-
-        The counts go with the segment that completes the data (tshark counts a reassembled PDU there).
-        Returns the time of the last segment (conversation helpers chain on it: ``t = yield from ...``).
-        """
-        prev = 0
-        for cut in cuts:
-            yield t, self.frame(d, PSH | ACK, data[prev:cut]), NONE
-            t += gap_us
-            prev = cut
-        yield t, self.frame(d, PSH | ACK, data[prev:] if prev else data), counts
-        return t
-
-    def ack(self, t: int, d: int) -> Packet:
-        return t, self.frame(d, ACK), NONE
-
-    def close(self, t: int, rng: random.Random, reset: bool = False) -> Iterator[Packet]:
-        if reset:
-            yield t, self.frame(0, RST | ACK), NONE
-            return
-        yield t, self.frame(0, FIN | ACK), NONE
-        t += rng.randint(200, 3000)
-        yield t, self.frame(1, FIN | ACK), NONE
-        t += rng.randint(100, 1000)
-        yield t, self.frame(0, ACK), NONE
-
-
 def udp_frame(src: Host, dst: Host | None, sport: int, dport: int, payload: bytes,
               broadcast_ip: bytes = b"\xff\xff\xff\xff") -> bytes:
     """One UDP datagram from ``src`` to ``dst`` (None: a broadcast to ``broadcast_ip``), valid checksums."""
@@ -180,28 +91,6 @@ def udp_frame(src: Host, dst: Host | None, sport: int, dport: int, payload: byte
     ck = _checksum(s) or 0xFFFF  # a computed UDP checksum of 0 is sent as 0xffff (RFC 768)
     hdr = IP_UDP.pack(0x45, 0, tot, ipid, 0, src.ttl, 17, ip_ck, src.ipb, dst_ip, sport, dport, ulen, ck)
     return dst_mac + src.mac + b"\x08\x00" + hdr + payload
-
-
-def merge(flows: list[Iterator[Packet]], n_packets: int) -> Iterator[Packet]:
-    """All flows merged in time order (ties broken by flow index), up to ``n_packets`` frames."""
-    heap = []
-    for i, flow in enumerate(flows):
-        first = next(flow, None)
-        if first is not None:
-            heap.append((first[0], i, first, flow))
-    heapq.heapify(heap)
-    flows.clear()  # the heap holds them now; finished generators are dropped
-    left = n_packets
-    pop, replace = heapq.heappop, heapq.heapreplace
-    while heap and left:
-        _, i, pkt, flow = heap[0]
-        yield pkt
-        left -= 1
-        nxt = next(flow, None)
-        if nxt is None:
-            pop(heap)
-        else:
-            replace(heap, (nxt[0], i, nxt, flow))
 
 
 def write_capture(out: Path, packets: Iterator[Packet], protocols: Iterable[str], generator: dict[str, Any],

@@ -6,8 +6,9 @@ Everything is deterministic (fixed clock, fixed MACs/ISNs) so regenerated captur
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Iterable
 
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
@@ -16,6 +17,7 @@ from scapy.utils import PcapWriter
 
 PCAP_DIR = Path(__file__).resolve().parents[2] / "pcaps"
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z, the crafted plant's clock start
+MAX_CAPTURE_BYTES = 100_000  # the crafted captures are committed: each one stays small
 
 
 def mac_for(ip: str) -> str:
@@ -104,3 +106,32 @@ def write_pcap(name: str, packets: Iterable[Packet], directory: Path = PCAP_DIR)
         for p in ordered:
             w.write(p)
     return path
+
+
+def write_normal_and_attack(protocol: str, build_normal: Callable[[], Iterable[Packet]],
+                            build_attack: Callable[[], Iterable[Packet]], directory: Path | None = None) -> list[Path]:
+    """Write ``<protocol>_normal.pcap`` then ``<protocol>_attack.pcap`` into ``directory`` (default pcaps/)."""
+    out_dir = directory or PCAP_DIR
+    # Built and written one after the other, normal first: the order the bytes were always made in.
+    normal = write_pcap(f"{protocol}_normal.pcap", build_normal(), out_dir)
+    attack = write_pcap(f"{protocol}_attack.pcap", build_attack(), out_dir)
+    return [normal, attack]
+
+
+def check_and_print_sizes(paths: list[Path], max_bytes: int = MAX_CAPTURE_BYTES) -> list[Path]:
+    """Fail if a capture reached ``max_bytes``, print each path with its size; return ``paths``."""
+    for p in paths:
+        size = p.stat().st_size
+        assert size < max_bytes, f"{p} is {size} bytes"
+        print(f"{p} ({size} bytes)")
+    return paths
+
+
+def rule_captures_cli(description: str, generate: Callable[[Path], list[Path]], argv: list[str] | None = None) -> int:
+    """Command line of the per-rule capture scripts: ``--out DIR``, then print every file written."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", type=Path, default=PCAP_DIR, help="output folder (default: pcaps/)")
+    args = parser.parse_args(argv)
+    for path in generate(args.out):
+        print(path)
+    return 0

@@ -424,13 +424,9 @@ def build_attack() -> list:
 
 
 def main(directory: Path | None = None) -> list[Path]:
-    from tools.pcapgen.common import PCAP_DIR, write_pcap
+    from tools.pcapgen.common import write_normal_and_attack
 
-    out_dir = directory or PCAP_DIR
-    return [
-        write_pcap("enip_normal.pcap", build_normal(), out_dir),
-        write_pcap("enip_attack.pcap", build_attack(), out_dir),
-    ]
+    return write_normal_and_attack("enip", build_normal, build_attack, directory)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ Addresses in the requests are 0-based wire addresses.
 
 from __future__ import annotations
 
-import argparse
 import struct
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -31,7 +30,7 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet
 
-from tools.pcapgen.common import PCAP_DIR, T0, Clock, TcpConversation, mac_for, write_pcap
+from tools.pcapgen.common import PCAP_DIR, T0, Clock, TcpConversation, mac_for, rule_captures_cli, write_pcap
 
 HMI = "10.10.1.10"
 EWS = "10.10.1.20"
@@ -454,12 +453,7 @@ def generate(out: Path = PCAP_DIR) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=PCAP_DIR, help="output folder (default: pcaps/)")
-    args = parser.parse_args(argv)
-    for path in generate(args.out):
-        print(path)
-    return 0
+    return rule_captures_cli(__doc__.splitlines()[0], generate, argv)
 
 
 if __name__ == "__main__":

@@ -476,13 +476,9 @@ def build_attack() -> list:
 
 
 def main(directory: Path | None = None) -> list[Path]:
-    from tools.pcapgen.common import PCAP_DIR, write_pcap
+    from tools.pcapgen.common import write_normal_and_attack
 
-    out_dir = directory or PCAP_DIR
-    return [
-        write_pcap("opcua_normal.pcap", build_normal(), out_dir),
-        write_pcap("opcua_attack.pcap", build_attack(), out_dir),
-    ]
+    return write_normal_and_attack("opcua", build_normal, build_attack, directory)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ workstation has the same address.)
 
 from __future__ import annotations
 
-import argparse
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -38,7 +37,7 @@ from tools.pcapgen import enip as ei
 from tools.pcapgen import iec104 as i4
 from tools.pcapgen import opcua as ua
 from tools.pcapgen import s7comm as s7
-from tools.pcapgen.common import PCAP_DIR, T0, Clock, TcpConversation, write_pcap
+from tools.pcapgen.common import PCAP_DIR, T0, Clock, TcpConversation, rule_captures_cli, write_pcap
 
 DNP3_MASTER, DNP3_OUTSTATION, DNP3_ATTACKER = "10.0.20.1", "10.0.20.10", "10.0.20.66"
 S7_PLC, S7_HMI, S7_ATTACKER, S7_SCANNER = s7.PLC, s7.HMI, s7.ATTACKER, s7.RECON
@@ -574,12 +573,7 @@ def generate(out: Path = PCAP_DIR) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=PCAP_DIR, help="output folder (default: pcaps/)")
-    args = parser.parse_args(argv)
-    for path in generate(args.out):
-        print(path)
-    return 0
+    return rule_captures_cli(__doc__.splitlines()[0], generate, argv)
 
 
 if __name__ == "__main__":

@@ -386,18 +386,9 @@ def build_attack() -> list:  # type: ignore[type-arg]
 
 
 def main(directory: Path | None = None) -> list[Path]:
-    from tools.pcapgen.common import PCAP_DIR, write_pcap
+    from tools.pcapgen.common import check_and_print_sizes, write_normal_and_attack
 
-    out_dir = directory or PCAP_DIR
-    paths = [
-        write_pcap("s7comm_normal.pcap", build_normal(), out_dir),
-        write_pcap("s7comm_attack.pcap", build_attack(), out_dir),
-    ]
-    for p in paths:
-        size = p.stat().st_size
-        assert size < 100_000, f"{p} is {size} bytes"
-        print(f"{p} ({size} bytes)")
-    return paths
+    return check_and_print_sizes(write_normal_and_attack("s7comm", build_normal, build_attack, directory))
 
 
 if __name__ == "__main__":
