@@ -21,10 +21,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Self
 
+from alerts.sqlite_db import Migration, apply_migrations, connect, immediate, stored_version
 from sensor.assets import Asset, AssetInventory, address_sort_key
 
 VERSION_TABLE = "asset_schema_version"
@@ -56,45 +57,24 @@ def _m1_assets(c: sqlite3.Connection) -> None:
 
 
 # Ordered, append-only: never edit a released migration, add the next one.
-MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
+MIGRATIONS: list[Migration] = [
     (1, "asset inventory", _m1_assets),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
 def schema_version(c: sqlite3.Connection) -> int:
-    row = c.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?", (VERSION_TABLE,)).fetchone()
-    if row is None:
-        return 0
-    v = c.execute(f"SELECT MAX(version) FROM {VERSION_TABLE}").fetchone()[0]
-    return int(v or 0)
+    return stored_version(c, VERSION_TABLE)
+
+
+def _newer(version: int) -> AssetStoreError:
+    return AssetStoreError(
+        f"the asset tables are version {version}, newer than this icswatch knows ({SCHEMA_VERSION}): upgrade icswatch"
+    )
 
 
 def migrate(c: sqlite3.Connection) -> list[int]:
-    c.execute(
-        f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL, description TEXT NOT NULL)"
-    )
-    current = schema_version(c)
-    if current > SCHEMA_VERSION:
-        raise AssetStoreError(
-            f"the asset tables are version {current}, newer than this icswatch knows ({SCHEMA_VERSION}): upgrade icswatch"
-        )
-    applied = []
-    for version, description, fn in MIGRATIONS:
-        if current < version:
-            c.execute("BEGIN IMMEDIATE")
-            try:
-                fn(c)
-                c.execute(
-                    f"INSERT INTO {VERSION_TABLE}(version, applied_at, description) VALUES (?, datetime('now'), ?)",
-                    (version, description),
-                )
-                c.execute("COMMIT")
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
-            applied.append(version)
-    return applied
+    return apply_migrations(c, MIGRATIONS, VERSION_TABLE, _newer)
 
 
 class AssetStore:
@@ -102,11 +82,8 @@ class AssetStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
-        self.conn.row_factory = sqlite3.Row
+        self.conn = connect(self.path)
         self.conn.execute("PRAGMA journal_mode=WAL")  # same mode as the alert store sharing the file
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.migrated = migrate(self.conn)
@@ -127,43 +104,36 @@ class AssetStore:
         items = list(assets.assets.values()) if isinstance(assets, AssetInventory) else list(assets)
         if not items:
             return 0
-        with self._lock:
-            c = self.conn
-            c.execute("BEGIN IMMEDIATE")
-            try:
-                for a in items:
-                    row = c.execute("SELECT doc FROM assets WHERE address = ?", (a.address,)).fetchone()
-                    merged = a
-                    if row is not None:
-                        merged = Asset.from_dict(json.loads(row["doc"]))
-                        merged.merge(a)
-                    d = merged.to_dict()
-                    protocols = sorted(set(d["client_protocols"]) | set(d["server_protocols"]))
-                    c.execute(
-                        "INSERT INTO assets (address, mac, mac_vendor, vendor, product, role, first_seen, last_seen, events, "
-                        "protocols, updated_at, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, datetime('now'), ?) "
-                        "ON CONFLICT(address) DO UPDATE SET mac = excluded.mac, mac_vendor = excluded.mac_vendor, "
-                        "vendor = excluded.vendor, product = excluded.product, role = excluded.role, "
-                        "first_seen = excluded.first_seen, last_seen = excluded.last_seen, events = excluded.events, "
-                        "protocols = excluded.protocols, updated_at = excluded.updated_at, doc = excluded.doc",
-                        (
-                            a.address,
-                            d["mac"],
-                            d["mac_vendor"],
-                            d["vendor"],
-                            d["product"],
-                            d["role"],
-                            d["first_seen"],
-                            d["last_seen"],
-                            d["events"],
-                            ",".join(protocols),
-                            json.dumps(d, ensure_ascii=False, separators=(",", ":")),
-                        ),
-                    )
-                c.execute("COMMIT")
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
+        with self._lock, immediate(self.conn) as c:
+            for a in items:
+                row = c.execute("SELECT doc FROM assets WHERE address = ?", (a.address,)).fetchone()
+                merged = a
+                if row is not None:
+                    merged = Asset.from_dict(json.loads(row["doc"]))
+                    merged.merge(a)
+                d = merged.to_dict()
+                protocols = sorted(set(d["client_protocols"]) | set(d["server_protocols"]))
+                c.execute(
+                    "INSERT INTO assets (address, mac, mac_vendor, vendor, product, role, first_seen, last_seen, events, "
+                    "protocols, updated_at, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, datetime('now'), ?) "
+                    "ON CONFLICT(address) DO UPDATE SET mac = excluded.mac, mac_vendor = excluded.mac_vendor, "
+                    "vendor = excluded.vendor, product = excluded.product, role = excluded.role, "
+                    "first_seen = excluded.first_seen, last_seen = excluded.last_seen, events = excluded.events, "
+                    "protocols = excluded.protocols, updated_at = excluded.updated_at, doc = excluded.doc",
+                    (
+                        a.address,
+                        d["mac"],
+                        d["mac_vendor"],
+                        d["vendor"],
+                        d["product"],
+                        d["role"],
+                        d["first_seen"],
+                        d["last_seen"],
+                        d["events"],
+                        ",".join(protocols),
+                        json.dumps(d, ensure_ascii=False, separators=(",", ":")),
+                    ),
+                )
         return len(items)
 
     # -- reading -----------------------------------------------------------------------------------

@@ -37,11 +37,13 @@ from alerts.forwarder import (
     build_report,
     report_changes,
 )
+from alerts.sqlite_db import Migration, apply_migrations, connect, immediate
 from alerts.store import WriteBatch
 
 STATES = ("pending", "sent", "failed")
 LEASE_SECONDS = 60.0  # a claimed entry is not handed to another worker for this long
 MAX_RULES = 64  # per-rule alert counts kept per incident
+VERSION_TABLE = "outbox_schema_version"
 
 
 class OutboxError(Exception):
@@ -97,33 +99,18 @@ def _m1_tables(c: sqlite3.Connection) -> None:
     c.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
 
 
-MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
+MIGRATIONS: list[Migration] = [
     (1, "outbox entries, reported incidents, advisories, meta", _m1_tables),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
+def _newer(version: int) -> OutboxError:
+    return OutboxError(f"the outbox schema is version {version}, newer than this icswatch knows ({SCHEMA_VERSION})")
+
+
 def migrate(c: sqlite3.Connection) -> list[int]:
-    c.execute(
-        "CREATE TABLE IF NOT EXISTS outbox_schema_version "
-        "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL, description TEXT NOT NULL)"
-    )
-    current = int(c.execute("SELECT COALESCE(MAX(version), 0) FROM outbox_schema_version").fetchone()[0])
-    if current > SCHEMA_VERSION:
-        raise OutboxError(f"the outbox schema is version {current}, newer than this icswatch knows ({SCHEMA_VERSION})")
-    applied = []
-    for version, description, fn in MIGRATIONS:
-        if current < version:
-            c.execute("BEGIN IMMEDIATE")
-            try:
-                fn(c)
-                c.execute("INSERT INTO outbox_schema_version VALUES (?, datetime('now'), ?)", (version, description))
-                c.execute("COMMIT")
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
-            applied.append(version)
-    return applied
+    return apply_migrations(c, MIGRATIONS, VERSION_TABLE, _newer)
 
 
 @dataclass
@@ -147,12 +134,9 @@ class Outbox:
 
     def __init__(self, path: str | Path, synchronous: str = "NORMAL") -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._work = threading.Event()
-        self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
-        self.conn.row_factory = sqlite3.Row
+        self.conn = connect(self.path)
         self.conn.execute("PRAGMA journal_mode=WAL")
         if synchronous.upper() not in ("NORMAL", "FULL"):
             raise OutboxError("synchronous must be NORMAL or FULL")
@@ -165,14 +149,8 @@ class Outbox:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.conn
-                self.conn.execute("COMMIT")
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
+        with self._lock, immediate(self.conn) as c:
+            yield c
 
     # -- wake-ups (within one process; other processes poll) ----------------------------------------
     def notify(self) -> None:

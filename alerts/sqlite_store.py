@@ -22,11 +22,21 @@ import base64
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from alerts.records import SEVERITY_SCORE, STATUSES, Observer, evidence_of
+from alerts.sqlite_db import (
+    Migration,
+    apply_migrations,
+    close_checkpointed,
+    connect,
+    immediate,
+    keyset_page,
+    like_contains,
+    stored_version,
+)
 from alerts.store import (
     ALERT_SORTS,
     COUNT_BY,
@@ -39,6 +49,7 @@ from alerts.store import (
 )
 
 MAX_LIMIT = 1000
+VERSION_TABLE = "schema_version"
 
 
 class StoreError(Exception):
@@ -139,7 +150,7 @@ def _m3_status_times(c: sqlite3.Connection) -> None:
 
 
 # Ordered, append-only: never edit a released migration, add the next one.
-MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
+MIGRATIONS: list[Migration] = [
     (1, "alerts, techniques, incidents, alert events", _m1_tables),
     (2, "query indexes (time range, severity, rule, asset, status, protocol, address, incident)", _m2_indexes),
     (3, "status change times", _m3_status_times),
@@ -148,40 +159,18 @@ SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
 def schema_version(c: sqlite3.Connection) -> int:
-    row = c.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'").fetchone()
-    if row is None:
-        return 0
-    v = c.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
-    return int(v or 0)
+    return stored_version(c, VERSION_TABLE)
+
+
+def _newer(version: int) -> StoreError:
+    return StoreError(
+        f"the database schema is version {version}, newer than this icswatch knows ({SCHEMA_VERSION}): upgrade icswatch"
+    )
 
 
 def migrate(c: sqlite3.Connection, target: int | None = None) -> list[int]:
     """Bring the schema to ``target`` (default: the latest); return the versions applied."""
-    target = SCHEMA_VERSION if target is None else target
-    c.execute(
-        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL, description TEXT NOT NULL)"
-    )
-    current = schema_version(c)
-    if current > SCHEMA_VERSION:
-        raise StoreError(
-            f"the database schema is version {current}, newer than this icswatch knows ({SCHEMA_VERSION}): upgrade icswatch"
-        )
-    applied = []
-    for version, description, fn in MIGRATIONS:
-        if current < version <= target:
-            c.execute("BEGIN IMMEDIATE")
-            try:
-                fn(c)
-                c.execute(
-                    "INSERT INTO schema_version(version, applied_at, description) VALUES (?, datetime('now'), ?)",
-                    (version, description),
-                )
-                c.execute("COMMIT")
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
-            applied.append(version)
-    return applied
+    return apply_migrations(c, MIGRATIONS, VERSION_TABLE, _newer, target=target)
 
 
 # --- the store --------------------------------------------------------------------------------------
@@ -226,14 +215,22 @@ def _decode_cursor(cursor: str, sort: str, n: int) -> list[Any]:
     return values
 
 
-def _like(text: str) -> str:
-    return "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
 def _in(column: str, values: Sequence[Any], where: list[str], params: list[Any]) -> None:
     if values:
         where.append(f"{column} IN ({', '.join('?' for _ in values)})")
         params.extend(values)
+
+
+def _window(start_column: str, start: float | None, end_column: str, end: float | None, where: list[str],
+            params: list[Any]) -> None:
+    """``start_column >= start`` and ``end_column < end``, for the bounds given (an incident spans a
+    time range: it overlaps the window when it ends after the start and begins before the end)."""
+    if start is not None:
+        where.append(f"{start_column} >= ?")
+        params.append(start)
+    if end is not None:
+        where.append(f"{end_column} < ?")
+        params.append(end)
 
 
 class SQLiteStore:
@@ -244,11 +241,8 @@ class SQLiteStore:
     def __init__(self, path: str | Path, observer: Observer | None = None, synchronous: str = "NORMAL") -> None:
         self.path = str(path)
         self.observer = observer or Observer()
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
-        self.conn.row_factory = sqlite3.Row
+        self.conn = connect(self.path)
         mode = self.conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if synchronous.upper() not in ("OFF", "NORMAL", "FULL"):
             raise StoreError(f"synchronous must be OFF, NORMAL or FULL, not {synchronous!r}")
@@ -319,9 +313,7 @@ class SQLiteStore:
             if role != "evidence"
         ]
         with self._lock:
-            c = self.conn
-            c.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate(self.conn) as c:
                 if alert_rows:
                     c.executemany(_ALERT_SQL, alert_rows)
                     c.executemany(_TECH_SQL, tech_rows)
@@ -330,20 +322,12 @@ class SQLiteStore:
                 if event_rows:
                     # Events of alerts that are not stored (none today) would break the foreign key.
                     c.executemany(_EVENT_SQL, event_rows)
-                c.execute("COMMIT")
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
             self.batches += 1
             self.alerts_written += len(alert_rows)
 
     def close(self) -> None:
         with self._lock:
-            try:
-                self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            except sqlite3.Error:
-                pass
-            self.conn.close()
+            close_checkpointed(self.conn)
 
     # -- alerts ----------------------------------------------------------------------------------
     @staticmethod
@@ -362,12 +346,7 @@ class SQLiteStore:
     def _alert_where(self, q: AlertQuery) -> tuple[list[str], list[Any]]:
         where: list[str] = []
         params: list[Any] = []
-        if q.start is not None:
-            where.append("ts >= ?")
-            params.append(q.start)
-        if q.end is not None:
-            where.append("ts < ?")
-            params.append(q.end)
+        _window("ts", q.start, "ts", q.end, where, params)
         for s in q.severities:
             if s not in SEVERITY_SCORE:
                 raise StoreError(f"unknown severity {s!r} (low, medium, high, critical)")
@@ -395,7 +374,7 @@ class SQLiteStore:
             params.append(q.incident_id)
         if q.text:
             where.append("search LIKE ? ESCAPE '\\'")
-            params.append(_like(q.text))
+            params.append(like_contains(q.text))
         return where, params
 
     def search_alerts(self, query: AlertQuery) -> Page:
@@ -403,25 +382,13 @@ class SQLiteStore:
             raise StoreError(f"unknown sort {query.sort!r} (one of {', '.join(ALERT_SORTS)})")
         limit = max(1, min(int(query.limit), MAX_LIMIT))
         where, params = self._alert_where(query)
-        total_sql = "SELECT COUNT(*) FROM alerts" + (" WHERE " + " AND ".join(where) if where else "")
-        desc = query.sort.startswith("-")
         keys = ["severity", "ts", "id"] if query.sort.endswith("severity") else ["ts", "id"]
-        page_where, page_params = list(where), list(params)
-        if query.cursor:
-            values = _decode_cursor(query.cursor, query.sort, len(keys))
-            page_where.append(f"({', '.join(keys)}) {'<' if desc else '>'} ({', '.join('?' for _ in keys)})")
-            page_params.extend(values)
-        order = ", ".join(f"{k} {'DESC' if desc else 'ASC'}" for k in keys)
-        sql = (
-            "SELECT id, ts, severity, doc, status, incident_id FROM alerts"
-            + (" WHERE " + " AND ".join(page_where) if page_where else "")
-            + f" ORDER BY {order} LIMIT ?"
-        )
+        after = _decode_cursor(query.cursor, query.sort, len(keys)) if query.cursor else None
         with self._lock:
-            total = self.conn.execute(total_sql, params).fetchone()[0]
-            rows = self.conn.execute(sql, [*page_params, limit + 1]).fetchall()
-        more = len(rows) > limit
-        rows = rows[:limit]
+            rows, more, total = keyset_page(
+                self.conn, "id, ts, severity, doc, status, incident_id", "alerts", where, params, keys,
+                query.sort.startswith("-"), limit, after,
+            )
         nxt = _encode_cursor(query.sort, [rows[-1][k] for k in keys]) if more and rows else None
         return Page([self._alert_doc(r) for r in rows], nxt, total)
 
@@ -474,11 +441,15 @@ class SQLiteStore:
         return context["before"] + evidence + context["after"]
 
     def set_alert_status(self, alert_id: str, status: str) -> bool:
+        return self._set_status("alerts", alert_id, status)
+
+    def _set_status(self, table: str, row_id: str, status: str) -> bool:
+        """An analyst's status for one row of ``table`` (alerts or incidents), with the time of the change."""
         if status not in STATUSES:
             raise StoreError(f"unknown status {status!r} (one of {', '.join(STATUSES)})")
         with self._lock:
             cur = self.conn.execute(
-                "UPDATE alerts SET status = ?, updated_at = strftime('%s', 'now') WHERE id = ?", (status, alert_id)
+                f"UPDATE {table} SET status = ?, updated_at = strftime('%s', 'now') WHERE id = ?", (status, row_id)
             )
             return cur.rowcount > 0
 
@@ -499,12 +470,7 @@ class SQLiteStore:
             raise StoreError(f"unknown sort {query.sort!r} (one of {', '.join(INCIDENT_SORTS)})")
         where: list[str] = []
         params: list[Any] = []
-        if query.start is not None:
-            where.append("last_ts >= ?")
-            params.append(query.start)
-        if query.end is not None:
-            where.append("first_ts < ?")
-            params.append(query.end)
+        _window("last_ts", query.start, "first_ts", query.end, where, params)
         _in("level", list(query.levels), where, params)
         if query.min_severity is not None:
             if query.min_severity not in SEVERITY_SCORE:
@@ -518,39 +484,21 @@ class SQLiteStore:
             params.append(f"%,{t},%")
         if query.text:
             where.append("search LIKE ? ESCAPE '\\'")
-            params.append(_like(query.text))
-        desc = query.sort.startswith("-")
+            params.append(like_contains(query.text))
         field = query.sort.lstrip("-")
         keys = ["severity", "last_ts", "id"] if field == "severity" else [field, "id"]
-        page_where, page_params = list(where), list(params)
-        if query.cursor:
-            values = _decode_cursor(query.cursor, query.sort, len(keys))
-            page_where.append(f"({', '.join(keys)}) {'<' if desc else '>'} ({', '.join('?' for _ in keys)})")
-            page_params.extend(values)
+        after = _decode_cursor(query.cursor, query.sort, len(keys)) if query.cursor else None
         limit = max(1, min(int(query.limit), MAX_LIMIT))
-        order = ", ".join(f"{k} {'DESC' if desc else 'ASC'}" for k in keys)
-        sql = (
-            f"SELECT id, {', '.join(k for k in keys if k != 'id')}, doc, status FROM incidents"
-            + (" WHERE " + " AND ".join(page_where) if page_where else "")
-            + f" ORDER BY {order} LIMIT ?"
-        )
-        total_sql = "SELECT COUNT(*) FROM incidents" + (" WHERE " + " AND ".join(where) if where else "")
         with self._lock:
-            total = self.conn.execute(total_sql, params).fetchone()[0]
-            rows = self.conn.execute(sql, [*page_params, limit + 1]).fetchall()
-        more = len(rows) > limit
-        rows = rows[:limit]
+            rows, more, total = keyset_page(
+                self.conn, f"id, {', '.join(k for k in keys if k != 'id')}, doc, status", "incidents", where, params,
+                keys, query.sort.startswith("-"), limit, after,
+            )
         nxt = _encode_cursor(query.sort, [rows[-1][k] for k in keys]) if more and rows else None
         return Page([self._incident_doc(r) for r in rows], nxt, total)
 
     def set_incident_status(self, incident_id: str, status: str) -> bool:
-        if status not in STATUSES:
-            raise StoreError(f"unknown status {status!r} (one of {', '.join(STATUSES)})")
-        with self._lock:
-            cur = self.conn.execute(
-                "UPDATE incidents SET status = ?, updated_at = strftime('%s', 'now') WHERE id = ?", (status, incident_id)
-            )
-            return cur.rowcount > 0
+        return self._set_status("incidents", incident_id, status)
 
     # -- maintenance -----------------------------------------------------------------------------
     def integrity_check(self) -> str:

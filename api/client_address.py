@@ -30,6 +30,12 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
+def peer_address(scope: MutableMapping[str, Any]) -> str:
+    """The TCP peer's address, believed as is (no proxy in front); "-" when the server does not know
+    it (a Unix socket, an in-process test client)."""
+    return str((scope.get("client") or ("", 0))[0] or "") or "-"
+
+
 class ClientAddress:
     def __init__(self, trusted_proxies: Iterable[str] = ()) -> None:
         self.trusted: list[Network] = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
@@ -38,9 +44,9 @@ class ClientAddress:
         return ip is not None and any(ip in n for n in self.trusted)
 
     def __call__(self, scope: MutableMapping[str, Any]) -> str:
-        peer = str((scope.get("client") or ("", 0))[0] or "")
+        peer = peer_address(scope)
         if not self.trusted or not self.is_trusted(_ip(peer)):
-            return peer or "-"
+            return peer
         hops: list[str] = []
         for k, v in scope.get("headers") or ():
             if k == b"x-forwarded-for":

@@ -25,7 +25,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,12 +39,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(BENCH))
 
 from sensor.config_types import SensorLimits
+from tools.hostile.measure import memory_bound, replay_measured
 from tools.hostile.scenarios import FULL_SIZE, SCENARIOS, Written
-
-# Per flow-table entry, bytes: ~4 KiB measured (tracemalloc, SYN flood); the bound counts it twice.
-FLOW_COST = 8 << 10
-HELD_FACTOR = 2
-SLACK = 24 << 20
 
 # The counters each scenario aims at (printed when non-zero, in this order).
 CAP_COUNTERS = [
@@ -95,47 +90,18 @@ class Leg:
         return self.packets / cpu if cpu > 0 else 0.0
 
 
-# A child's ru_maxrss starts at its parent's high-water mark (Linux carries it over vfork+exec): a
-# tiny Python process in between starts the replay and reports the replay's own rusage.
-RUSAGE_WRAPPER = (
-    "import os, subprocess, sys\n"
-    "p = subprocess.Popen(sys.argv[1:])\n"
-    "_, status, ru = os.wait4(p.pid, 0)\n"
-    "sys.stderr.write(f'\\nRUSAGE {ru.ru_maxrss} {ru.ru_utime + ru.ru_stime}\\n')\n"
-    "sys.exit(os.waitstatus_to_exitcode(status))\n"
-)
-
-
 def replay(capture: Path, sets: list[str] | None = None) -> Leg:
     """``icswatch replay`` in a scratch folder; rusage of that process alone."""
     with tempfile.TemporaryDirectory(prefix="hostile-") as tmp:
         summary_path = Path(tmp) / "summary.json"
-        cmd = [
-            sys.executable,
-            "-c",
-            RUSAGE_WRAPPER,
-            sys.executable,
-            "-m",
-            "icswatch",
-            "replay",
-            str(capture),
-            "-q",
-            "--db",
-            str(Path(tmp) / "alerts.db"),
-            "--json-summary",
-            str(summary_path),
-        ]
+        options = ["--db", str(Path(tmp) / "alerts.db"), "--json-summary", str(summary_path)]
         for s in sets or []:
-            cmd += ["--set", s]
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False)
-        wall = time.perf_counter() - t0
-        err, _, usage = proc.stderr.rpartition("\nRUSAGE ")
-        maxrss_kb, cpu = usage.split()
-        if proc.returncode != 0:
-            sys.stderr.write(err[-2000:])
+            options += ["--set", s]
+        run = replay_measured(capture, Path(tmp), options)
+        if run.returncode != 0:
+            sys.stderr.write(run.stderr[-2000:])
         summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    return Leg(summary.get("packets", 0), float(cpu), wall, int(maxrss_kb) * 1024, proc.returncode, summary)
+    return Leg(summary.get("packets", 0), run.cpu, run.wall, run.rss, run.returncode, summary)
 
 
 def generate(name: str, size: int) -> tuple[Written, Path, Path]:
@@ -172,8 +138,7 @@ def generate(name: str, size: int) -> tuple[Written, Path, Path]:
 
 
 def bound(base_rss: int, flows: int, limits: SensorLimits) -> int:
-    held = limits.max_buffered_bytes + limits.max_fragment_bytes
-    return base_rss + min(flows, limits.max_flows) * FLOW_COST + HELD_FACTOR * held + SLACK
+    return memory_bound(base_rss, flows, limits.max_flows, limits.max_buffered_bytes + limits.max_fragment_bytes)
 
 
 def flows_of(written: Written) -> int:

@@ -7,6 +7,7 @@ Everything here is generic so any test file can use it:
   repository root (``<repo>/../shared``), never by an absolute path. A missing folder FAILS the tests
   that need it with a message saying where it was looked for: a silent skip would hide a broken set-up.
 - ``tshark``: the path of tshark; the tests that need it skip only when it is not installed.
+- ``engine_rules``: the compiled rules of the default configuration (the tests of the default rule set).
 - Capture builders: ``pcap_bytes`` (both byte orders, micro/nanosecond magic) and pcapng blocks
   (``ng_shb``, ``ng_idb``, ``ng_epb``, ``ng_spb``, ``ng_pb``, ``ng_block``).
 - Packet builders, plain ``struct`` so every byte is visible: ``ether`` (with VLAN tags), ``sll``,
@@ -33,6 +34,10 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import pytest
+
+# Helper modules holding assertions moved out of test modules: rewritten like the tests, so a failure
+# still shows the values compared (must run before they are first imported).
+pytest.register_assert_rewrite("bench_testutil", "protocol_testutil", "rules_testutil")
 
 try:
     from hypothesis import settings as _hsettings
@@ -81,6 +86,15 @@ def tshark() -> str:
     if path is None:
         pytest.skip("tshark is not installed")
     return path
+
+
+@pytest.fixture(scope="module")
+def engine_rules() -> list[Any]:
+    """The compiled rules of the default configuration, as the sensor loads them."""
+    from detectors.rules import RuleEngine
+    from icswatch.config import load_config
+
+    return RuleEngine.from_config(load_config().rules).rules
 
 
 # ---------------------------------------------------------------------------------------------------

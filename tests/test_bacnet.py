@@ -10,16 +10,25 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import struct
-import subprocess
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from conftest import SHARED_PCAPS, require_shared
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from protocol_testutil import (
+    MUTATIONS,
+    capture_payloads,
+    check_crafted_captures,
+    crafted_captures_fixture,
+    fuzz_settings,
+    mutate,
+    replay_capture,
+    replay_documented_example,
+    tshark_fields,
+)
 
 from sensor.events import (
     DIAGNOSTIC,
@@ -653,11 +662,7 @@ def test_probe():
 
 
 def _replay(path: Path):
-    from sensor.pipeline import Pipeline
-
-    events: list = []
-    result = Pipeline(on_event=events.append).replay_file(path)
-    return result, [e for e in events if e.protocol == "bacnet"]
+    return replay_capture(path, "bacnet")
 
 
 def _decoder_delivers_llc() -> bool:
@@ -710,19 +715,11 @@ def test_bacnet_services_has_ethernet_frames():
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def crafted(tmp_path_factory) -> dict[str, Path]:
-    out = tmp_path_factory.mktemp("bacnetpcaps")
-    return {p.name: p for p in gen.main(out)}
+crafted = crafted_captures_fixture(gen.main)
 
 
 def test_crafted_captures_are_deterministic_and_small(crafted):
-    repo_pcaps = Path(__file__).resolve().parents[1] / "pcaps"
-    for name, path in crafted.items():
-        assert path.stat().st_size < 100_000
-        committed = repo_pcaps / name
-        assert committed.exists(), f"pcaps/{name} missing: run python -m tools.pcapgen.bacnet"
-        assert committed.read_bytes() == path.read_bytes(), f"pcaps/{name} is stale: run python -m tools.pcapgen.bacnet"
+    check_crafted_captures(crafted, "bacnet", committed_required=True)
 
 
 def test_crafted_normal_capture(crafted):
@@ -759,16 +756,12 @@ def test_crafted_attack_capture(crafted):
 
 def test_crafted_captures_match_tshark(crafted, tshark):
     for path in crafted.values():
-        out = subprocess.run(
-            [tshark, "-n", "-r", str(path), "-T", "fields", "-e", "bacapp.type", "-e", "bacapp.confirmed_service",
-             "-e", "bacapp.unconfirmed_service", "-E", "occurrence=a", "-E", "aggregator=|"],
-            capture_output=True, text=True, check=True).stdout
+        fields = ("bacapp.type", "bacapp.confirmed_service", "bacapp.unconfirmed_service")
         pdus, want = 0, Counter()
-        for line in out.splitlines():
-            t, c, u = (line.split("\t") + ["", "", ""])[:3]
-            pdus += len(t.split("|")) if t else 0
-            want.update(f"confirmed:{v}" for v in c.split("|") if v)
-            want.update(f"unconfirmed:{v}" for v in u.split("|") if v)
+        for types, confirmed_services, unconfirmed_services in tshark_fields(tshark, path, *fields):
+            pdus += len(types)
+            want.update(f"confirmed:{v}" for v in confirmed_services if v)
+            want.update(f"unconfirmed:{v}" for v in unconfirmed_services if v)
         result, _ = _replay(path)
         ours = result.stats.as_ground_truth()["bacnet"]
         assert (ours["pdus"], ours["func_hist"]) == (pdus, dict(want)), path.name
@@ -781,29 +774,14 @@ def test_crafted_captures_match_tshark(crafted, tshark):
 
 @pytest.fixture(scope="module")
 def seeds() -> list[bytes]:
-    """UDP payloads of the real BACnet captures, extracted with scapy (never used by the parser)."""
-    from scapy.all import UDP, PcapReader
-
+    """UDP payloads of the first 1501 packets of each real BACnet capture."""
     require_shared()
-    out: list[bytes] = []
-    for path in sorted((SHARED_PCAPS / "bacnet").iterdir()):
-        for i, pkt in enumerate(PcapReader(str(path))):
-            if i > 1500:
-                break
-            if UDP in pkt:
-                data = bytes(pkt[UDP].payload)
-                if data not in out:
-                    out.append(data)
+    out = capture_payloads(sorted((SHARED_PCAPS / "bacnet").iterdir()), ("udp",), packets_per_file=1501)
     assert len(out) > 100
     return out
 
 
-FUZZ_EXAMPLES = int(os.environ.get("ICSWATCH_FUZZ_EXAMPLES", "150"))
-PROPS = settings(
-    max_examples=FUZZ_EXAMPLES,
-    deadline=1000,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+PROPS = fuzz_settings(150, deadline=1000)
 
 
 def _check(h: Harness) -> None:
@@ -843,35 +821,12 @@ def test_random_service_parameters_never_raise(body):
     assert len(tags) <= MAX_TAGS and all(t[0] < MAX_DEPTH for t in tags)
 
 
-MUTATIONS = st.lists(st.tuples(st.integers(0, 4), st.integers(0, 1 << 16), st.integers(0, 255)), max_size=6)
-
-
-def _mutate(data: bytes, ops: list[tuple[int, int, int]]) -> bytes:
-    b = bytearray(data)
-    for kind, pos, val in ops:
-        if not b:
-            b.append(val)
-            continue
-        pos %= len(b)
-        if kind == 0:
-            b[pos] ^= 1 << (val & 7)
-        elif kind == 1:
-            b[pos] = val
-        elif kind == 2:
-            b.insert(pos, val)
-        elif kind == 3:
-            del b[pos]
-        else:
-            del b[pos:]
-    return bytes(b)
-
-
 @PROPS
 @given(data=st.data(), ops=MUTATIONS, fix_length=st.booleans())
 def test_mutated_real_datagrams_never_raise(seeds, data, ops, fix_length):
     h = harness()
     for seed in data.draw(st.lists(st.sampled_from(seeds), min_size=1, max_size=4)):
-        m = bytearray(_mutate(seed, ops))
+        m = bytearray(mutate(seed, ops))
         if fix_length and len(m) >= 4:
             m[2:4] = struct.pack(">H", len(m))
         h.analyzer.feed(data.draw(st.booleans()), bytes(m), 1.0)
@@ -882,24 +837,7 @@ def test_mutated_real_datagrams_never_raise(seeds, data, ops, fix_length):
 # The documentation's example
 # ------------------------------------------------------------------------------------------------
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "protocols" / "bacnet.md"
-
-
-def _code_block(text: str, lang: str) -> str:
-    start = text.index(f"```{lang}\n") + len(lang) + 4
-    return text[start : text.index("```", start)]
-
 
 def test_doc_example():
-    text = DOC.read_text()
-    request_hex, response_hex = _code_block(text, "hex").split()
-    expected = json.loads(_code_block(text, "json"))
-    h = Harness(BacnetAnalyzer, transport="udp", client=("10.0.47.66", 47809), server=("10.0.47.20", 47808))
-    h.client(bytes.fromhex(request_hex), ts=1767229260.0)
-    h.server(bytes.fromhex(response_hex), ts=1767229260.25)
-    got = []
-    for ev in h.events:
-        d = json.loads(json.dumps(ev.to_dict()))
-        d.pop("id")
-        got.append(d)
+    got, expected = replay_documented_example(Harness(BacnetAnalyzer, transport="udp", client=("10.0.47.66", 47809), server=("10.0.47.20", 47808)), "bacnet.md", 1767229260.0, 1767229260.25)
     assert got == expected

@@ -9,30 +9,16 @@ No timing here: speed is measured by bench/run_bench.py, never by a test.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import shutil
 import struct
 import subprocess
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from bench_testutil import TSHARK, load_bench_module, needs_tshark, ones_complement_sum, pcap_records
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
-
-
-def _load_generator():
-    spec = importlib.util.spec_from_file_location("gen_modbus", BENCH / "gen_modbus.py")
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
-
-
-gen = _load_generator()
-TSHARK = shutil.which("tshark")
-needs_tshark = pytest.mark.skipif(TSHARK is None, reason="tshark is not installed (.ci/setup-system.sh installs it)")
+gen = load_bench_module("gen_modbus")
 
 
 @pytest.fixture(scope="module")
@@ -50,46 +36,23 @@ def mix(tmp_path_factory) -> tuple[Path, dict]:
     return path, truth
 
 
-def _records(path: Path):
-    data = path.read_bytes()
-    magic, major, minor, _, _, _snaplen, linktype = struct.unpack_from("<IHHiIII", data, 0)
-    assert (magic, major, minor, linktype) == (0xA1B2C3D4, 2, 4, 1)
-    off = 24
-    while off < len(data):
-        sec, usec, incl, orig = struct.unpack_from("<IIII", data, off)
-        assert incl == orig and usec < 1_000_000
-        off += 16
-        yield sec * 1_000_000 + usec, data[off : off + incl]
-        off += incl
-    assert off == len(data)
-
-
-def _ones_sum(b: bytes) -> int:
-    if len(b) & 1:
-        b += b"\0"
-    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return s
-
-
 def test_pcap_framing_checksums_and_time_order(small):
     path, truth = small
     last = 0
     n = 0
-    for ts, frame in _records(path):
+    for ts, frame in pcap_records(path):
         n += 1
         assert ts >= last
         last = ts
         assert frame[12:14] == b"\x08\x00"
         ip = frame[14:34]
         assert ip[0] == 0x45 and ip[9] == 6
-        assert _ones_sum(ip) == 0xFFFF, "IPv4 header checksum"
+        assert ones_complement_sum(ip) == 0xFFFF, "IPv4 header checksum"
         total = struct.unpack_from("!H", ip, 2)[0]
         assert total == len(frame) - 14
         seg = frame[34:]
         pseudo = ip[12:20] + struct.pack("!BBH", 0, 6, len(seg))
-        assert _ones_sum(pseudo + seg) == 0xFFFF, "TCP checksum"
+        assert ones_complement_sum(pseudo + seg) == 0xFFFF, "TCP checksum"
         sport, dport = struct.unpack_from("!HH", seg, 0)
         assert 502 in (sport, dport)
     assert n == truth["packets"] == 2000

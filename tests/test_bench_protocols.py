@@ -10,8 +10,6 @@ too, with no TCP analysis flag and no malformed packet. No timing here: speed is
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-import shutil
 import struct
 import subprocess
 import sys
@@ -19,24 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bench_testutil import BENCH, TSHARK, load_bench_module, needs_tshark, ones_complement_sum, pcap_records
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
-sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(BENCH))  # the bench scripts import each other by name (bench/ is not a package)
 
-
-def _load(name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-gen = _load("gen_protocols")
-bench = _load("protocol_bench")
-TSHARK = shutil.which("tshark")
-needs_tshark = pytest.mark.skipif(TSHARK is None, reason="tshark is not installed (.ci/setup-system.sh installs it)")
+gen = load_bench_module("gen_protocols")
+bench = load_bench_module("protocol_bench")
 PROTOCOLS = list(bench.PROTOCOLS)
 PACKETS = 4000
 
@@ -51,45 +37,22 @@ def captures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, 
     return out
 
 
-def _records(path: Path):
-    data = path.read_bytes()
-    magic, major, minor, _, _, _snaplen, linktype = struct.unpack_from("<IHHiIII", data, 0)
-    assert (magic, major, minor, linktype) == (0xA1B2C3D4, 2, 4, 1)
-    off = 24
-    while off < len(data):
-        sec, usec, incl, orig = struct.unpack_from("<IIII", data, off)
-        assert incl == orig and usec < 1_000_000
-        off += 16
-        yield sec * 1_000_000 + usec, data[off : off + incl]
-        off += incl
-    assert off == len(data)
-
-
-def _ones_sum(b: bytes) -> int:
-    if len(b) & 1:
-        b += b"\0"
-    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return s
-
-
 @pytest.mark.parametrize("proto", PROTOCOLS)
 def test_framing_checksums_and_time_order(captures, proto: str) -> None:
     path, truth = captures[proto]
     last = n = 0
-    for ts, frame in _records(path):
+    for ts, frame in pcap_records(path):
         n += 1
         assert ts >= last, "frames are written in time order"
         last = ts
         assert frame[12:14] == b"\x08\x00"
         ip = frame[14:34]
         assert ip[0] == 0x45 and ip[9] in (6, 17)
-        assert _ones_sum(ip) == 0xFFFF, "IPv4 header checksum"
+        assert ones_complement_sum(ip) == 0xFFFF, "IPv4 header checksum"
         assert struct.unpack_from("!H", ip, 2)[0] == len(frame) - 14
         l4 = frame[34:]
         pseudo = ip[12:20] + struct.pack("!BBH", 0, ip[9], len(l4))
-        assert _ones_sum(pseudo + l4) == 0xFFFF, "TCP/UDP checksum"
+        assert ones_complement_sum(pseudo + l4) == 0xFFFF, "TCP/UDP checksum"
     assert n == truth["packets"] == PACKETS
 
 

@@ -10,17 +10,26 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import struct
-import subprocess
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from conftest import SHARED_PCAPS, require_shared
+from hypothesis import given
+from hypothesis import strategies as st
+from protocol_testutil import (
+    MUTATIONS,
+    capture_payloads,
+    check_crafted_captures,
+    crafted_captures_fixture,
+    fuzz_settings,
+    mutate,
+    replay_capture,
+    replay_documented_example,
+    tshark_fields,
+)
+
 from sensor.events import (
     CONTROL,
     DIAGNOSTIC,
@@ -816,29 +825,15 @@ def test_overflow_and_flood_captures(name, counter):
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def crafted(tmp_path_factory) -> dict[str, Path]:
-    out = tmp_path_factory.mktemp("dnp3pcaps")
-    paths = gen.main(out)
-    return {p.name: p for p in paths}
+crafted = crafted_captures_fixture(gen.main)
 
 
 def _replay(path: Path):
-    from sensor.pipeline import Pipeline
-
-    events = []
-    result = Pipeline(on_event=events.append).replay_file(path)
-    return result, [e for e in events if e.protocol == "dnp3"]
+    return replay_capture(path, "dnp3")
 
 
 def test_crafted_captures_are_deterministic_and_small(crafted):
-    repo_pcaps = Path(__file__).resolve().parents[1] / "pcaps"
-    for name, path in crafted.items():
-        assert path.stat().st_size < 100_000
-        committed = repo_pcaps / name
-        if committed.exists():
-            stale = f"pcaps/{name} is stale: run python -m tools.pcapgen.dnp3"
-            assert committed.read_bytes() == path.read_bytes(), stale
+    check_crafted_captures(crafted, "dnp3", committed_required=False)
 
 
 def test_crafted_attack_capture(crafted):
@@ -872,16 +867,10 @@ def test_crafted_normal_capture(crafted):
 
 def test_crafted_captures_match_tshark(crafted, tshark):
     for path in crafted.values():
-        out = subprocess.run(
-            [tshark, "-n", "-r", str(path), "-T", "fields", "-e", "dnp3.start", "-e", "dnp3.al.func",
-             "-E", "occurrence=a", "-E", "aggregator=|"],
-            capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
         pdus, funcs = 0, Counter()
-        for line in out.splitlines():
-            start, _, func = line.partition("\t")
-            pdus += len(start.split("|")) if start else 0
-            funcs.update(func.split("|") if func else [])
+        for start, func in tshark_fields(tshark, path, "dnp3.start", "dnp3.al.func"):
+            pdus += len(start)
+            funcs.update(func)
         result, _ = _replay(path)
         ours = result.stats.as_ground_truth()["dnp3"]
         assert ours["pdus"] == pdus and ours["func_hist"] == dict(funcs), path.name
@@ -894,10 +883,7 @@ def test_crafted_captures_match_tshark(crafted, tshark):
 
 def _real_payloads() -> tuple[list[bytes], list[bytes]]:
     """(TCP/UDP payloads, reassembled application fragments) from a selection of real captures."""
-    from scapy.all import TCP, UDP, PcapReader  # scapy only extracts seeds; it is never in the parser
-
     require_shared()
-    payloads: list[bytes] = []
     fragments: list[bytes] = []
 
     class Recorder(Dnp3Analyzer):
@@ -905,16 +891,12 @@ def _real_payloads() -> tuple[list[bytes], list[bytes]]:
             fragments.append(bytes(frag))
             super()._application(from_client, src, dst, frag, ts, segments)
 
+    payloads = capture_payloads(
+        sorted((SHARED_PCAPS / "dnp3").glob("*.pcap")), keep=lambda layer, payload: payload[:2] == b"\x05\x64"
+    )
     h = Harness(Recorder, client=("10.0.0.1", 40000), server=("10.0.0.2", 20000))
-    for path in sorted((SHARED_PCAPS / "dnp3").glob("*.pcap")):
-        for pkt in PcapReader(str(path)):
-            layer = pkt.getlayer(TCP) or pkt.getlayer(UDP)
-            if layer is None:
-                continue
-            data = bytes(layer.payload)
-            if data[:2] == b"\x05\x64" and data not in payloads:
-                payloads.append(data)
-                h.analyzer.feed(True, data, 0.0)
+    for data in payloads:
+        h.analyzer.feed(True, data, 0.0)
     return payloads[:400], list(dict.fromkeys(fragments))[:400]
 
 
@@ -934,13 +916,7 @@ def _feed_all(chunks: list[bytes], transport: str = "tcp") -> Harness:
     return h
 
 
-# ICSWATCH_FUZZ_EXAMPLES=1000000 turns these into the long fuzz run (outside CI).
-FUZZ_EXAMPLES = int(os.environ.get("ICSWATCH_FUZZ_EXAMPLES", "200"))
-PROPS = settings(
-    max_examples=FUZZ_EXAMPLES,
-    deadline=1000,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+PROPS = fuzz_settings(200, deadline=1000)
 
 
 @PROPS
@@ -958,35 +934,12 @@ def test_random_fragments_never_raise(frag):
     h.client(frames(O, M, frag[:2048], 0, True) if frag else b"")
 
 
-def _mutate(data: bytes, ops: list[tuple[int, int, int]]) -> bytes:
-    b = bytearray(data)
-    for kind, pos, val in ops:
-        if not b:
-            b.append(val)
-            continue
-        pos %= len(b)
-        if kind == 0:
-            b[pos] ^= 1 << (val & 7)
-        elif kind == 1:
-            b[pos] = val
-        elif kind == 2:
-            b.insert(pos, val)
-        elif kind == 3:
-            del b[pos]
-        else:
-            del b[pos:]
-    return bytes(b)
-
-
-MUTATIONS = st.lists(st.tuples(st.integers(0, 4), st.integers(0, 1 << 16), st.integers(0, 255)), max_size=6)
-
-
 @PROPS
 @given(data=st.data(), ops=MUTATIONS, cuts=st.lists(st.integers(1, 300), max_size=4))
 def test_mutated_real_payloads_never_raise(seeds, data, ops, cuts):
     payloads, _ = seeds
     picked = data.draw(st.lists(st.sampled_from(payloads), min_size=1, max_size=4))
-    stream = _mutate(b"".join(picked), ops)
+    stream = mutate(b"".join(picked), ops)
     chunks, off = [], 0
     for c in cuts:
         chunks.append(stream[off : off + c])
@@ -1001,7 +954,7 @@ def test_mutated_real_fragments_with_valid_crcs_never_raise(seeds, data, ops, ts
     """Mutations re-wrapped in valid link frames, so they get past the CRCs to the transport and
     application parsers (random octets almost never do)."""
     _, fragments = seeds
-    frag = _mutate(data.draw(st.sampled_from(fragments)), ops)
+    frag = mutate(data.draw(st.sampled_from(fragments)), ops)
     h = harness()
     if not frag:
         return
@@ -1031,23 +984,8 @@ def test_random_transport_segments_never_raise(segs):
 DOC = Path(__file__).resolve().parents[1] / "docs" / "protocols" / "dnp3.md"
 
 
-def _code_block(text: str, lang: str) -> str:
-    start = text.index(f"```{lang}\n") + len(lang) + 4
-    return text[start : text.index("```", start)]
-
-
 def test_doc_example():
-    text = DOC.read_text()
-    request_hex, response_hex = _code_block(text, "hex").split()
-    expected = json.loads(_code_block(text, "json"))
-    h = harness()
-    h.client(bytes.fromhex(request_hex), ts=1767225600.0)
-    h.server(bytes.fromhex(response_hex), ts=1767225600.5)
-    got = []
-    for ev in h.events:
-        d = json.loads(json.dumps(ev.to_dict()))
-        d.pop("id")
-        got.append(d)
+    got, expected = replay_documented_example(harness(), "dnp3.md", 1767225600.0, 1767225600.5)
     assert got == expected
 
 

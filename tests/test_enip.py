@@ -10,17 +10,26 @@ captures as hex.
 
 from __future__ import annotations
 
-import os
 import re
 import struct
-import subprocess
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from conftest import SHARED_PCAPS, require_shared
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
+from protocol_testutil import (
+    capture_payloads,
+    check_crafted_captures,
+    crafted_captures_fixture,
+    draw_edits,
+    feed_alternating,
+    fuzz_settings,
+    replay_capture,
+    tshark_fields,
+    write_crafted,
+)
 
 from sensor.events import (
     CONTROL,
@@ -735,11 +744,7 @@ def test_enip_on_a_non_standard_port_is_found_by_the_probe():
 
 
 def _replay(path: Path):
-    from sensor.pipeline import Pipeline
-
-    events: list = []
-    result = Pipeline(on_event=events.append).replay_file(path)
-    return result, [e for e in events if e.protocol in ("enip", "cip")]
+    return replay_capture(path, "enip", "cip")
 
 
 @pytest.fixture(scope="module")
@@ -848,23 +853,12 @@ def test_real_responses_pair_with_their_requests(real):
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def crafted(tmp_path_factory) -> dict[str, Path]:
-    out = tmp_path_factory.mktemp("enippcaps")
-    return {p.name: p for p in gen.main(out)}
+crafted = crafted_captures_fixture(gen.main)
 
 
 def test_crafted_captures_are_deterministic_and_small(crafted, tmp_path):
-    again = {p.name: p for p in gen.main(tmp_path)}
-    repo_pcaps = Path(__file__).resolve().parents[1] / "pcaps"
-    for name, path in crafted.items():
-        assert path.stat().st_size < 100_000
-        assert again[name].read_bytes() == path.read_bytes()
-        committed = repo_pcaps / name
-        if committed.exists():
-            assert committed.read_bytes() == path.read_bytes(), (
-                f"pcaps/{name} is stale: run python -m tools.pcapgen.enip"
-            )
+    again = write_crafted(gen.main, tmp_path)
+    check_crafted_captures(crafted, "enip", committed_required=False, again=again)
 
 
 def test_crafted_attack_capture(crafted):
@@ -907,15 +901,10 @@ def test_crafted_normal_capture(crafted):
 
 
 def _tshark_counts(tshark: str, path: Path) -> dict:
-    out = subprocess.run(
-        [tshark, "-n", "-r", str(path), "-T", "fields", "-e", "enip.command", "-e", "cip.sc", "-E", "occurrence=a", "-E", "aggregator=|"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
     counts: dict = {"enip": Counter(), "cip": Counter()}
-    for line in out.splitlines():
-        cmd, _, sc = line.partition("\t")
-        counts["enip"].update(cmd.split("|") if cmd else [])
-        counts["cip"].update(sc.split("|") if sc else [])
+    for cmd, sc in tshark_fields(tshark, path, "enip.command", "cip.sc"):
+        counts["enip"].update(cmd)
+        counts["cip"].update(sc)
     return counts
 
 
@@ -950,76 +939,45 @@ def test_doc_example_decodes_as_documented():
 # Property tests: never raise, never loop (seeds from the real captures)
 # ------------------------------------------------------------------------------------------------
 
-# ICSWATCH_FUZZ_EXAMPLES=1000000 turns these into the long fuzz run (outside CI); the default keeps
-# the suite fast. Each example is also bounded in size, so a run never loops or grows.
-FUZZ_EXAMPLES = int(os.environ.get("ICSWATCH_FUZZ_EXAMPLES", "0")) or None
-
-
-def _real_payloads() -> list[bytes]:
-    from scapy.all import TCP, UDP, PcapReader  # scapy only extracts seeds; it is never in the parser
-
-    require_shared()
-    seeds: list[bytes] = []
-    for name in ("icsnpp__enip_cip_example.pcap", "iti__CL5000EIP-Reboot_or_Restart.pcap", "icsmaster__enip_test.pcap",
-                 "suricata__enip_test1.pcap", "iti__CL5000EIP-Change_Port_Configuration_Attempt.pcap"):  # fmt: skip
-        for i, pkt in enumerate(PcapReader(str(SHARED_PCAPS / "enip" / name))):
-            if i >= 250:
-                break
-            layer = pkt.getlayer(TCP) or pkt.getlayer(UDP)
-            if layer is None:
-                continue
-            data = bytes(layer.payload)
-            if len(data) >= 24 and (data[0] | data[1] << 8) in COMMANDS and data not in seeds:
-                seeds.append(data)
-    return seeds[:300]
+# ICSWATCH_FUZZ_EXAMPLES=1000000 turns these into the long fuzz run outside CI (see protocol_testutil.py).
+# Each example is also bounded in size, so a run never loops or grows.
 
 
 @pytest.fixture(scope="module")
 def seeds() -> list[bytes]:
-    return _real_payloads()
+    """Encapsulation messages (a known command, a whole header) from a selection of real captures."""
+    require_shared()
+    names = ("icsnpp__enip_cip_example.pcap", "iti__CL5000EIP-Reboot_or_Restart.pcap", "icsmaster__enip_test.pcap",
+             "suricata__enip_test1.pcap", "iti__CL5000EIP-Change_Port_Configuration_Attempt.pcap")  # fmt: skip
+    return capture_payloads(
+        (SHARED_PCAPS / "enip" / name for name in names),
+        keep=lambda layer, payload: len(payload) >= 24 and (payload[0] | payload[1] << 8) in COMMANDS,
+        packets_per_file=250,
+    )[:300]
 
 
-def _feed(chunks: list[bytes], transport: str = "tcp") -> Harness:
-    h = harness(transport)
-    for i, c in enumerate(chunks):
-        h.analyzer.feed(i % 2 == 0, c, float(i))
-    h.analyzer.close(99.0)
-    return h
-
-
-@settings(max_examples=FUZZ_EXAMPLES or 300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@fuzz_settings(300, suppress=[HealthCheck.too_slow])
 @given(st.lists(st.binary(max_size=300), max_size=6), st.sampled_from(["tcp", "udp"]))
 def test_random_bytes_never_raise(chunks, transport):
-    _feed(chunks, transport)
+    feed_alternating(harness(transport), chunks)
 
 
-@settings(
-    max_examples=FUZZ_EXAMPLES or 300,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+def _lie_in_a_length(data: st.DataObject, base: bytearray) -> None:
+    """The encapsulation length or a CPF item length."""
+    at = data.draw(st.sampled_from([2, 30, 34, 38]))
+    if at + 2 <= len(base):
+        base[at : at + 2] = struct.pack("<H", data.draw(st.integers(0, 0xFFFF)))
+
+
+@fuzz_settings(300)
 @given(data=st.data())
 def test_mutated_real_payloads_never_raise(seeds, data):
-    base = bytearray(data.draw(st.sampled_from(seeds)))
-    for _ in range(data.draw(st.integers(1, 8))):
-        op = data.draw(st.integers(0, 3))
-        pos = data.draw(st.integers(0, max(0, len(base) - 1)))
-        if op == 0 and base:
-            base[pos] = data.draw(st.integers(0, 255))
-        elif op == 1:
-            base[pos:pos] = data.draw(st.binary(min_size=1, max_size=8))
-        elif op == 2 and base:
-            del base[pos : pos + data.draw(st.integers(1, 8))]
-        else:
-            # lie in a length field: the encapsulation length or a CPF item length
-            at = data.draw(st.sampled_from([2, 30, 34, 38]))
-            if at + 2 <= len(base):
-                base[at : at + 2] = struct.pack("<H", data.draw(st.integers(0, 0xFFFF)))
+    base = draw_edits(data, data.draw(st.sampled_from(seeds)), _lie_in_a_length)
     transport = data.draw(st.sampled_from(["tcp", "udp"]))
-    _feed([bytes(base), bytes(base)], transport)
+    feed_alternating(harness(transport), [bytes(base), bytes(base)])
 
 
-@settings(max_examples=FUZZ_EXAMPLES or 400, deadline=None)
+@fuzz_settings(400, suppress=())
 @given(st.binary(max_size=200), st.integers(0, 4))
 def test_cip_parser_on_random_bytes_terminates_within_bounds(data, depth):
     out: list = []

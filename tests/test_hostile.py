@@ -21,8 +21,6 @@ The full-size captures (a million SYN flows, ...) run in ``bench/hostile.py``.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ from typing import Any
 import pytest
 
 from sensor.reassembly import SEGMENT_COST
+from tools.hostile import measure
 from tools.hostile.scenarios import SCENARIOS, Written
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,20 +46,13 @@ CAPS = {
     "sensor.max_fragment_sets": MAX_FRAGMENT_SETS,
 }
 
-# What one flow-table entry costs (flow, session, two TCP streams, an analyzer, both dict keys): about
-# 4 KiB measured with tracemalloc on a SYN flood (docs/hostile-traffic.md); counted twice for margin.
-FLOW_COST = 8 << 10
-# Held bytes live in bytes objects, bytearrays that grow by doubling, and concatenation temporaries.
-HELD_FACTOR = 2
-# Everything else a replay holds that no cap is about: rule state, event batches, SQLite's page cache.
-SLACK = 24 << 20
 # The budget passes its cap by at most the growth that makes it shed: one segment, one PDU (<= 64 KiB).
 ONE_GROWTH = 70_000
 
 
 def memory_bound(base_rss: int, flows: int) -> int:
-    """Bytes of peak RSS a hostile replay may reach: the victims-only replay plus what the caps allow."""
-    return base_rss + min(flows, MAX_FLOWS) * FLOW_COST + HELD_FACTOR * (MAX_BUFFERED + MAX_FRAGMENT_BYTES) + SLACK
+    """Bytes of peak RSS a hostile replay may reach: the victims-only replay plus what the CI caps allow."""
+    return measure.memory_bound(base_rss, flows, MAX_FLOWS, MAX_BUFFERED + MAX_FRAGMENT_BYTES)
 
 
 @dataclass
@@ -82,43 +74,14 @@ class Replay:
         return self.summary.get("alerts", {}).get("by_rule", {})
 
 
-# A child's peak RSS (ru_maxrss) starts at its parent's high-water mark: Linux carries it over the
-# vfork+exec that subprocess uses. Measured from pytest, late in a run, every replay would "peak" at
-# pytest's own size. A tiny Python process in between starts the replay and reports its rusage alone.
-RUSAGE_WRAPPER = (
-    "import os, subprocess, sys\n"
-    "p = subprocess.Popen(sys.argv[1:])\n"
-    "_, status, ru = os.wait4(p.pid, 0)\n"
-    "sys.stderr.write(f'\\nRUSAGE {ru.ru_maxrss} {ru.ru_utime + ru.ru_stime}\\n')\n"
-    "sys.exit(os.waitstatus_to_exitcode(status))\n"
-)
-
-
 def replay(capture: Path, work: Path, hosts: set[str], caps: dict[str, int] = CAPS) -> Replay:
     """``icswatch replay`` on ``capture`` in its own process, as a user runs it, with ``caps``."""
     work.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        sys.executable,
-        "-c",
-        RUSAGE_WRAPPER,
-        sys.executable,
-        "-m",
-        "icswatch",
-        "replay",
-        str(capture),
-        "-q",
-        "--db",
-        str(work / "alerts.db"),
-        "--events",
-        str(work / "events.jsonl"),
-        "--json-summary",
-        str(work / "summary.json"),
-    ]
+    options = ["--db", str(work / "alerts.db"), "--events", str(work / "events.jsonl")]
+    options += ["--json-summary", str(work / "summary.json")]
     for key, value in caps.items():
-        cmd += ["--set", f"{key}={value}"]
-    proc = subprocess.run(cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False)
-    stderr, _, usage = proc.stderr.rpartition("\nRUSAGE ")
-    maxrss_kb, cpu = usage.split()
+        options += ["--set", f"{key}={value}"]
+    run = measure.replay_measured(capture, work, options)
     summary = json.loads((work / "summary.json").read_text()) if (work / "summary.json").exists() else {}
     events: Counter = Counter()
     latencies: list[float | None] = []
@@ -131,7 +94,7 @@ def replay(capture: Path, work: Path, hosts: set[str], caps: dict[str, int] = CA
                     events[(src, dst, e["protocol"], e["direction"], e["function_name"])] += 1
                     if e["direction"] == "response":
                         latencies.append(e.get("latency"))
-    return Replay(proc.returncode, int(maxrss_kb) * 1024, float(cpu), summary, events, latencies, stderr)
+    return Replay(run.returncode, run.rss, run.cpu, summary, events, latencies, run.stderr)
 
 
 @dataclass

@@ -10,15 +10,24 @@ pure builders of tools/pcapgen/iec104.py.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from conftest import SHARED, SHARED_PCAPS, require_shared
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from protocol_testutil import (
+    MUTATIONS,
+    capture_payloads,
+    check_crafted_captures,
+    crafted_captures_fixture,
+    fuzz_settings,
+    mutate,
+    replay_capture,
+    replay_documented_example,
+    tshark_fields,
+)
 
 from sensor.events import (
     CONTROL,
@@ -608,11 +617,7 @@ def test_probe():
 
 
 def _replay(path: Path):
-    from sensor.pipeline import Pipeline
-
-    events: list = []
-    result = Pipeline(on_event=events.append).replay_file(path)
-    return result, [e for e in events if e.protocol == "iec104"]
+    return replay_capture(path, "iec104")
 
 
 def test_real_captures_match_tshark(ground_truth):
@@ -648,19 +653,11 @@ def test_ipal_dataset_parses_cleanly(name):
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def crafted(tmp_path_factory) -> dict[str, Path]:
-    out = tmp_path_factory.mktemp("iec104pcaps")
-    return {p.name: p for p in gen.main(out)}
+crafted = crafted_captures_fixture(gen.main)
 
 
 def test_crafted_captures_are_deterministic_and_small(crafted):
-    repo_pcaps = Path(__file__).resolve().parents[1] / "pcaps"
-    for name, path in crafted.items():
-        assert path.stat().st_size < 100_000
-        committed = repo_pcaps / name
-        assert committed.exists(), f"pcaps/{name} missing: run python -m tools.pcapgen.iec104"
-        assert committed.read_bytes() == path.read_bytes(), f"pcaps/{name} is stale: run python -m tools.pcapgen.iec104"
+    check_crafted_captures(crafted, "iec104", committed_required=True)
 
 
 def test_crafted_normal_capture(crafted):
@@ -691,14 +688,10 @@ def test_crafted_attack_capture(crafted):
 
 def test_crafted_captures_match_tshark(crafted, tshark):
     for path in crafted.values():
-        out = subprocess.run(
-            [tshark, "-n", "-r", str(path), "-T", "fields", "-e", "iec60870_104.type", "-e", "iec60870_asdu.typeid",
-             "-E", "occurrence=a", "-E", "aggregator=|"], capture_output=True, text=True, check=True).stdout
         want: Counter = Counter()
-        for line in out.splitlines():
-            types, _, tids = line.partition("\t")
-            want.update(f"apci:{int(t, 16)}" for t in types.split("|") if t)
-            want.update(f"asdu:{t}" for t in tids.split("|") if t)
+        for types, tids in tshark_fields(tshark, path, "iec60870_104.type", "iec60870_asdu.typeid"):
+            want.update(f"apci:{int(t, 16)}" for t in types if t)
+            want.update(f"asdu:{t}" for t in tids if t)
         result, _ = _replay(path)
         assert result.stats.as_ground_truth()["iec104"]["func_hist"] == dict(want), path.name
 
@@ -710,27 +703,18 @@ def test_crafted_captures_match_tshark(crafted, tshark):
 
 @pytest.fixture(scope="module")
 def seeds() -> list[bytes]:
-    """TCP payloads of the real IEC 104 captures, extracted with scapy (never used by the parser)."""
-    from scapy.all import TCP, PcapReader
-
+    """The non-empty TCP payloads to or from port 2404 of the real IEC 104 captures."""
     require_shared()
-    out: list[bytes] = []
-    for path in sorted((SHARED_PCAPS / "iec104").iterdir()):
-        for pkt in PcapReader(str(path)):
-            if TCP in pkt and 2404 in (pkt[TCP].sport, pkt[TCP].dport):
-                data = bytes(pkt[TCP].payload)
-                if data and data not in out:
-                    out.append(data)
+    out = capture_payloads(
+        sorted((SHARED_PCAPS / "iec104").iterdir()),
+        ("tcp",),
+        keep=lambda tcp, payload: bool(payload) and 2404 in (tcp.sport, tcp.dport),
+    )
     assert len(out) > 50
     return out
 
 
-FUZZ_EXAMPLES = int(os.environ.get("ICSWATCH_FUZZ_EXAMPLES", "150"))
-PROPS = settings(
-    max_examples=FUZZ_EXAMPLES,
-    deadline=1000,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+PROPS = fuzz_settings(150, deadline=1000)
 
 
 def _check(h: Harness) -> None:
@@ -767,34 +751,11 @@ def test_random_asdus_never_raise(body):
     _check(h)
 
 
-MUTATIONS = st.lists(st.tuples(st.integers(0, 4), st.integers(0, 1 << 16), st.integers(0, 255)), max_size=6)
-
-
-def _mutate(data: bytes, ops: list[tuple[int, int, int]]) -> bytes:
-    b = bytearray(data)
-    for kind, pos, val in ops:
-        if not b:
-            b.append(val)
-            continue
-        pos %= len(b)
-        if kind == 0:
-            b[pos] ^= 1 << (val & 7)
-        elif kind == 1:
-            b[pos] = val
-        elif kind == 2:
-            b.insert(pos, val)
-        elif kind == 3:
-            del b[pos]
-        else:
-            del b[pos:]
-    return bytes(b)
-
-
 @PROPS
 @given(data=st.data(), ops=MUTATIONS, cuts=st.lists(st.integers(1, 80), max_size=4))
 def test_mutated_real_payloads_never_raise(seeds, data, ops, cuts):
     picked = data.draw(st.lists(st.sampled_from(seeds), min_size=1, max_size=5))
-    stream = _mutate(b"".join(picked), ops)
+    stream = mutate(b"".join(picked), ops)
     h = harness()
     off = 0
     for c in cuts:
@@ -826,24 +787,7 @@ def test_valid_streams_split_anywhere_give_the_same_counts(seeds, data):
 # The documentation's example
 # ------------------------------------------------------------------------------------------------
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "protocols" / "iec104.md"
-
-
-def _code_block(text: str, lang: str) -> str:
-    start = text.index(f"```{lang}\n") + len(lang) + 4
-    return text[start : text.index("```", start)]
-
 
 def test_doc_example():
-    text = DOC.read_text()
-    request_hex, response_hex = _code_block(text, "hex").split()
-    expected = json.loads(_code_block(text, "json"))
-    h = harness()
-    h.client(bytes.fromhex(request_hex), ts=1767229200.0)
-    h.server(bytes.fromhex(response_hex), ts=1767229200.25)
-    got = []
-    for ev in h.events:
-        d = json.loads(json.dumps(ev.to_dict()))
-        d.pop("id")
-        got.append(d)
+    got, expected = replay_documented_example(harness(), "iec104.md", 1767229200.0, 1767229200.25)
     assert got == expected

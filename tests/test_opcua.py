@@ -10,7 +10,6 @@ captures as hex.
 
 from __future__ import annotations
 
-import os
 import re
 import struct
 import subprocess
@@ -19,8 +18,19 @@ from pathlib import Path
 
 import pytest
 from conftest import SHARED_PCAPS, TcpConv, pcap_bytes, require_shared, run_packets, write_file
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
+from protocol_testutil import (
+    capture_payloads,
+    check_crafted_captures,
+    crafted_captures_fixture,
+    draw_edits,
+    feed_alternating,
+    fuzz_settings,
+    replay_capture,
+    tshark_fields,
+    write_crafted,
+)
 
 from sensor.events import (
     CONTROL,
@@ -603,11 +613,7 @@ KNOWN_DIFFERENCES = {
 
 
 def _replay(path: Path):
-    from sensor.pipeline import Pipeline
-
-    events: list = []
-    result = Pipeline(on_event=events.append).replay_file(path)
-    return result, [e for e in events if e.protocol == "opcua"]
+    return replay_capture(path, "opcua")
 
 
 @pytest.fixture(scope="module")
@@ -667,22 +673,12 @@ def test_no_opcua_in_captures_without_it(ground_truth):
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def crafted(tmp_path_factory) -> dict[str, Path]:
-    out = tmp_path_factory.mktemp("opcuapcaps")
-    return {p.name: p for p in gen.main(out)}
+crafted = crafted_captures_fixture(gen.main)
 
 
 def test_crafted_captures_are_deterministic_and_small(crafted, tmp_path):
-    again = {p.name: p for p in gen.main(tmp_path)}
-    repo_pcaps = Path(__file__).resolve().parents[1] / "pcaps"
-    for name, path in crafted.items():
-        assert path.stat().st_size < 100_000 and again[name].read_bytes() == path.read_bytes()
-        committed = repo_pcaps / name
-        if committed.exists():
-            assert committed.read_bytes() == path.read_bytes(), (
-                f"pcaps/{name} is stale: run python -m tools.pcapgen.opcua"
-            )
+    again = write_crafted(gen.main, tmp_path)
+    check_crafted_captures(crafted, "opcua", committed_required=False, again=again)
 
 
 def test_crafted_normal_capture(crafted):
@@ -722,16 +718,10 @@ def test_crafted_attack_capture(crafted):
 
 
 def _tshark_counts(tshark: str, path: Path) -> tuple[int, Counter]:
-    out = subprocess.run(
-        [tshark, "-n", "-r", str(path), "-T", "fields", "-e", "opcua.transport.type", "-e", "opcua.servicenodeid.numeric",
-         "-E", "occurrence=a", "-E", "aggregator=|"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
     pdus, funcs = 0, Counter()
-    for line in out.splitlines():
-        types, _, ids = line.partition("\t")
-        pdus += len(types.split("|")) if types else 0
-        funcs.update(ids.split("|") if ids else [])
+    for types, ids in tshark_fields(tshark, path, "opcua.transport.type", "opcua.servicenodeid.numeric"):
+        pdus += len(types)
+        funcs.update(ids)
     return pdus, funcs
 
 
@@ -761,87 +751,59 @@ def test_doc_example_decodes_as_documented():
 # Property tests: never raise, never loop (seeds from the real captures)
 # ------------------------------------------------------------------------------------------------
 
-# ICSWATCH_FUZZ_EXAMPLES=1000000 turns these into the long fuzz run (outside CI); the default keeps
-# the suite fast. Each example is also bounded in size, so a run never loops or grows.
-FUZZ_EXAMPLES = int(os.environ.get("ICSWATCH_FUZZ_EXAMPLES", "0")) or None
-
-
-def _real_payloads() -> list[bytes]:
-    from scapy.all import TCP, PcapReader  # scapy only extracts seeds; it is never in the parser
-
-    require_shared()
-    seeds: list[bytes] = []
-    for name in ("icsnpp__open62541_client-server_mainloop.pcap", "icsnpp__open62541_client-server_encrypted.pcap",
-                 "icsnpp__python_opcua-client-server_minimal-2.pcap"):  # fmt: skip
-        for pkt in PcapReader(str(SHARED_PCAPS / "opcua" / name)):
-            layer = pkt.getlayer(TCP)
-            if layer is None:
-                continue
-            data = bytes(layer.payload)
-            if data[:3] in ua.MESSAGE_TYPES and data not in seeds:
-                seeds.append(data)
-    return seeds[:300]
+# ICSWATCH_FUZZ_EXAMPLES=1000000 turns these into the long fuzz run outside CI (see protocol_testutil.py).
+# Each example is also bounded in size, so a run never loops or grows.
 
 
 @pytest.fixture(scope="module")
 def seeds() -> list[bytes]:
-    return _real_payloads()
+    """OPC UA messages (a known message type first) from a selection of real captures."""
+    require_shared()
+    names = ("icsnpp__open62541_client-server_mainloop.pcap", "icsnpp__open62541_client-server_encrypted.pcap",
+             "icsnpp__python_opcua-client-server_minimal-2.pcap")  # fmt: skip
+    return capture_payloads(
+        (SHARED_PCAPS / "opcua" / name for name in names),
+        ("tcp",),
+        keep=lambda tcp, payload: payload[:3] in ua.MESSAGE_TYPES,
+    )[:300]
 
 
-def _feed(chunks: list[bytes]) -> Harness:
-    h = harness()
-    for i, c in enumerate(chunks):
-        h.analyzer.feed(i % 2 == 0, c, float(i))
-    h.analyzer.close(99.0)
-    return h
-
-
-@settings(max_examples=FUZZ_EXAMPLES or 300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@fuzz_settings(300, suppress=[HealthCheck.too_slow])
 @given(st.lists(st.binary(max_size=300), max_size=6))
 def test_random_bytes_never_raise(chunks):
-    _feed(chunks)
+    feed_alternating(harness(), chunks)
 
 
-@settings(max_examples=FUZZ_EXAMPLES or 200, deadline=None)
+@fuzz_settings(200, suppress=())
 @given(
     st.sampled_from([b"HEL", b"ACK", b"ERR", b"RHE", b"OPN", b"MSG", b"CLO"]),
     st.sampled_from([b"F", b"C", b"A"]),
     st.binary(max_size=400),
 )
 def test_random_bodies_behind_valid_headers_never_raise(mtype, chunk_type, body):
-    _feed([chunk(mtype, chunk_type, body), chunk(mtype, b"F", body)])
+    feed_alternating(harness(), [chunk(mtype, chunk_type, body), chunk(mtype, b"F", body)])
 
 
-@settings(
-    max_examples=FUZZ_EXAMPLES or 300,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+def _lie_in_a_length(data: st.DataObject, base: bytearray) -> None:
+    """The chunk size, or an Int32 string/array length somewhere in the body."""
+    if len(base) >= 12:
+        at = data.draw(st.sampled_from([4, data.draw(st.integers(8, len(base) - 4))]))
+        base[at : at + 4] = struct.pack(
+            "<i", data.draw(st.sampled_from([-1, 0, 1, 0x7FFFFFFF, -0x80000000, len(base) * 2]))
+        )
+
+
+@fuzz_settings(300)
 @given(data=st.data())
 def test_mutated_real_payloads_never_raise(seeds, data):
-    base = bytearray(data.draw(st.sampled_from(seeds)))
-    for _ in range(data.draw(st.integers(1, 8))):
-        op = data.draw(st.integers(0, 3))
-        pos = data.draw(st.integers(0, max(0, len(base) - 1)))
-        if op == 0 and base:
-            base[pos] = data.draw(st.integers(0, 255))
-        elif op == 1:
-            base[pos:pos] = data.draw(st.binary(min_size=1, max_size=8))
-        elif op == 2 and base:
-            del base[pos : pos + data.draw(st.integers(1, 8))]
-        elif len(base) >= 12:
-            # lie in a length: the chunk size, or an Int32 string/array length somewhere in the body
-            at = data.draw(st.sampled_from([4, data.draw(st.integers(8, len(base) - 4))]))
-            base[at : at + 4] = struct.pack(
-                "<i", data.draw(st.sampled_from([-1, 0, 1, 0x7FFFFFFF, -0x80000000, len(base) * 2]))
-            )
+    base = draw_edits(data, data.draw(st.sampled_from(seeds)), _lie_in_a_length)
     # keep a plausible size so the body parsers run (half the time)
     if data.draw(st.booleans()) and len(base) >= 8:
         base[4:8] = struct.pack("<I", len(base))
-    _feed([bytes(base), bytes(base)])
+    feed_alternating(harness(), [bytes(base), bytes(base)])
 
 
-@settings(max_examples=FUZZ_EXAMPLES or 300, deadline=None)
+@fuzz_settings(300, suppress=())
 @given(st.binary(max_size=200))
 def test_decoders_raise_only_truncated(data):
     for fn in (ua.nodeid, ua._variant, ua._data_value, ua._diagnostic_info, ua._application_description, ua._endpoint_description,

@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rules_testutil import REPO, replay
+from rules_testutil import REPO, check_first_alert, generated_captures_fixture, replay
 
-from icswatch.config import load_config
 from tools.pcapgen import modbus_rules as gen
 
 ATTACKER, HMI, EWS, OFFICE = gen.ATTACKER, gen.HMI, gen.EWS, gen.OFFICE
@@ -70,18 +69,7 @@ DISTINCT = {
 }
 
 
-@pytest.fixture(scope="module")
-def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("pcaps")
-    gen.generate(out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def engine_rules() -> list[Any]:
-    from detectors.rules import RuleEngine
-
-    return RuleEngine.from_config(load_config().rules).rules
+generated = generated_captures_fixture(gen.generate)
 
 
 def _has(event: Any, attrs: dict[str, Any]) -> bool:
@@ -112,25 +100,7 @@ def test_committed_captures_are_what_the_script_makes(generated: Path) -> None:
 def test_rule_fires_on_its_capture_with_the_right_evidence(rule_id: str, generated: Path, engine_rules: list[Any]) -> None:
     rule = next(r for r in engine_rules if r.id == rule_id).rule
     summary = replay(generated / f"rule_{rule_id}.pcap")
-    mine = [a for a in summary.alerts if a.rule_id == rule_id]
-    assert len(mine) == rule.captures[f"pcaps/rule_{rule_id}.pcap"], (rule_id, dict(summary.by_rule))
-    alert = mine[0]
-    src, dst, evidence = EXPECT[rule_id]
-    assert (alert.src, alert.dst) == (src, dst)
-    assert alert.techniques == rule.techniques and alert.severity == rule.severity
-    assert alert.ts == alert.events[-1].ts  # the alert time is the event that completed it
-    events = list(alert.events)
-    pos = 0
-    for attrs in evidence:  # each expected event, in order
-        while pos < len(events) and not _has(events[pos], attrs):
-            pos += 1
-        assert pos < len(events), (rule_id, attrs, [e.to_dict() for e in events])
-        pos += 1
-    if rule.threshold is not None and rule.threshold.distinct:
-        assert alert.extra["threshold"]["distinct_values"] == DISTINCT[rule_id]
-        assert alert.count == len(DISTINCT[rule_id]) and len(alert.events) <= 5
-    doc = alert.to_ecs()
-    assert doc["rule"]["id"] == rule_id and doc["ics"]["evidence"]
+    check_first_alert(rule_id, rule, summary, EXPECT[rule_id], DISTINCT, _has)
 
 
 def test_normal_captures_raise_no_alert(generated: Path) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rules_testutil import REPO
+from rules_testutil import REPO, check_first_alert, generated_captures_fixture
 
 from detectors.rules.attack import TECHNIQUES
 from icswatch.config import load_config
@@ -225,18 +225,7 @@ ALLOWED_FIRST = {
 }
 
 
-@pytest.fixture(scope="module")
-def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("pcaps")
-    gen.generate(out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def engine_rules() -> list[Any]:
-    from detectors.rules import RuleEngine
-
-    return RuleEngine.from_config(load_config().rules).rules
+generated = generated_captures_fixture(gen.generate)
 
 
 def _replay(path: Path) -> tuple[Any, list[Any]]:
@@ -314,27 +303,10 @@ def test_rule_fires_on_its_capture_with_the_right_evidence(
 ) -> None:
     rule = next(r for r in engine_rules if r.id == rule_id).rule
     summary, seen = _replay(generated / f"rule_{rule_id}.pcap")
-    mine = [a for a in summary.alerts if a.rule_id == rule_id]
-    assert len(mine) == rule.captures[f"pcaps/rule_{rule_id}.pcap"], (rule_id, dict(summary.by_rule))
-    alert = mine[0]
-    src, dst, evidence = EXPECT[rule_id]
-    assert (alert.src, alert.dst) == (src, dst), rule_id
-    assert alert.techniques == rule.techniques and alert.severity == rule.severity
-    assert alert.ts == alert.events[-1].ts  # the alert time is the event that completed it
-    events = list(alert.events)
-    assert all(e.protocol == next(iter(rule.protocols)) for e in events)
-    pos = 0
-    for attrs in evidence:  # each expected event, in order
-        while pos < len(events) and not _has(events[pos], attrs):
-            pos += 1
-        assert pos < len(events), (rule_id, attrs, [e.to_dict() for e in events])
-        pos += 1
-    if rule.threshold is not None and rule.threshold.distinct:
-        assert alert.extra["threshold"]["distinct_values"] == DISTINCT[rule_id]
-        assert alert.count == len(DISTINCT[rule_id]) and len(alert.events) <= 5
-    doc = alert.to_ecs()
-    assert doc["rule"]["id"] == rule_id and doc["ics"]["evidence"]
-    assert doc["network"]["protocol"] == next(iter(rule.protocols))
+    alert = check_first_alert(rule_id, rule, summary, EXPECT[rule_id], DISTINCT, _has)
+    protocol = next(iter(rule.protocols))
+    assert all(e.protocol == protocol for e in alert.events)
+    assert alert.to_ecs()["network"]["protocol"] == protocol
     if rule_id in ALLOWED_FIRST:  # the allowed host did the same thing first, and raised nothing
         host, function_name = ALLOWED_FIRST[rule_id]
         assert any(e.src == host and e.function_name == function_name and e.direction == "request" for e in seen)

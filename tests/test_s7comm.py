@@ -15,15 +15,15 @@ Three layers, as in the rest of the suite:
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import TcpConv, pcap_bytes, run_packets
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from protocol_testutil import fuzz_examples, fuzz_settings
 
 from sensor.events import (
     CONTROL,
@@ -1245,12 +1245,8 @@ def _chunked(data: bytes, cuts: list[int]) -> list[bytes]:
 
 
 # ICSWATCH_FUZZ_EXAMPLES=200000 turns these into a long fuzz run outside CI (deadline off then).
-FUZZ_EXAMPLES = int(os.environ.get("ICSWATCH_FUZZ_EXAMPLES", "250"))
-PROPERTY = settings(
-    max_examples=FUZZ_EXAMPLES,
-    deadline=400 if FUZZ_EXAMPLES <= 1000 else None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+FUZZ_EXAMPLES = fuzz_examples(250)
+PROPERTY = fuzz_settings(250, deadline=400 if FUZZ_EXAMPLES <= 1000 else None)
 
 
 @PROPERTY

@@ -20,22 +20,18 @@ streams (the upload route reads 50 MB without holding it in memory).
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from api.asgi import ASGIApp, Message, Receive, Scope, Send, send_json
+from api.body_limit import declared_over, run_limited
+from api.client_address import peer_address
 from api.enterprise.errors import error_body
 from api.ratelimit import Limits, RateLimiter, RateLimitMiddleware, bearer_credential
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 MAX_BUCKETS = 10_000
@@ -44,18 +40,6 @@ CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
     "connect-src 'self'; font-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
-
-
-async def send_json(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
-    raw = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode()), *headers],
-        }
-    )
-    await send({"type": "http.response.body", "body": raw})
 
 
 class SecurityHeaders:
@@ -90,10 +74,6 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers)
-
-
-def client_address(scope: Scope) -> str:
-    return str((scope.get("client") or ("-", 0))[0] or "-")
 
 
 class Metrics:
@@ -157,7 +137,7 @@ class Audit:
             return
         await run_in_threadpool(
             store.audit, actor, role, scope["method"], scope["path"], f"{scope['method']} {template}", status, str(detail),
-            client_address(scope),
+            peer_address(scope),
         )
 
 
@@ -174,7 +154,7 @@ class RateLimit:
                         burst if anonymous_burst is None else anonymous_burst)
         self.limiter = RateLimiter(limits, MAX_BUCKETS, clock)
         self.layer = RateLimitMiddleware(app, self.limiter, applies=self._applies, credential_of=bearer_credential,
-                                         address_of=client_address, refuse=self._refuse)
+                                         address_of=peer_address, refuse=self._refuse)
 
     @staticmethod
     def _applies(scope: Scope) -> bool:
@@ -192,10 +172,6 @@ class RateLimit:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.layer(scope, receive, send)
-
-
-class BodyTooLarge(Exception):
-    pass
 
 
 class BodyLimit:
@@ -218,38 +194,10 @@ class BodyLimit:
             return
         upload = scope["method"] == "POST" and scope["path"] == UPLOAD_PATH
         limit = self.upload_max if upload else self.max_body
-        for k, v in scope.get("headers") or ():
-            if k == b"content-length":
-                try:
-                    declared = int(v)
-                except ValueError:
-                    declared = 0
-                if declared > limit:
-                    await self._refuse(scope, send, limit)
-                    return
+        if declared_over(scope, limit):
+            await self._refuse(scope, send, limit)
+            return
         if upload:
             await self.app(scope, receive, send)  # the route counts and stops a chunked upload itself
             return
-        seen = 0
-        started = False
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise BodyTooLarge()
-            return message
-
-        async def tracking(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited, tracking)
-        except BodyTooLarge:
-            if not started:
-                await self._refuse(scope, send, limit)
+        await run_limited(self.app, scope, receive, send, limit, lambda: self._refuse(scope, send, limit))

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from alerts.sqlite_db import Migration, apply_migrations, connect, immediate
+
 VERSION_TABLE = "api_schema_version"
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 FINISHED = ("done", "failed", "cancelled")
@@ -152,43 +154,21 @@ def _m1_tables(c: sqlite3.Connection) -> None:
     c.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
 
 
-MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
+MIGRATIONS: list[Migration] = [
     (1, "tokens, audit, activity, notes, rule overrides, suppressions, incident marks, jobs, meta", _m1_tables),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
-def migrate(c: sqlite3.Connection) -> list[int]:
-    c.execute(
-        f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} "
-        "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL, description TEXT NOT NULL)"
+def _newer(version: int) -> StateError:
+    return StateError(
+        f"the API state file is schema version {version}, newer than this icswatch knows ({SCHEMA_VERSION}): upgrade icswatch"
     )
-    current = int(c.execute(f"SELECT COALESCE(MAX(version), 0) FROM {VERSION_TABLE}").fetchone()[0])
-    if current > SCHEMA_VERSION:
-        raise StateError(
-            f"the API state file is schema version {current}, newer than this icswatch knows ({SCHEMA_VERSION}): upgrade icswatch"
-        )
-    applied = []
-    for version, description, fn in MIGRATIONS:
-        if current < version:
-            c.execute("BEGIN IMMEDIATE")
-            try:
-                # Another worker process may have migrated between our read and our lock.
-                again = int(c.execute(f"SELECT COALESCE(MAX(version), 0) FROM {VERSION_TABLE}").fetchone()[0])
-                if again >= version:
-                    c.execute("COMMIT")
-                    continue
-                fn(c)
-                c.execute(
-                    f"INSERT INTO {VERSION_TABLE}(version, applied_at, description) VALUES (?, datetime('now'), ?)",
-                    (version, description),
-                )
-                c.execute("COMMIT")
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
-            applied.append(version)
-    return applied
+
+
+def migrate(c: sqlite3.Connection) -> list[int]:
+    # recheck: another worker process may have migrated between our read and our lock.
+    return apply_migrations(c, MIGRATIONS, VERSION_TABLE, _newer, recheck=True)
 
 
 @dataclass(frozen=True)
@@ -224,11 +204,8 @@ class StateStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
-        self.conn.row_factory = sqlite3.Row
+        self.conn = connect(self.path)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA busy_timeout=30000")
@@ -321,25 +298,18 @@ class StateStore:
                *, assignee: str | None = None, reason: str | None = None, comment: bool = False) -> dict[str, Any]:
         """Append to the activity trail and update the note, in one transaction."""
         now = time.time()
-        with self._lock:
-            c = self.conn
-            c.execute("BEGIN IMMEDIATE")
-            try:
-                cur = c.execute(
-                    "INSERT INTO activity (ts, dataset, kind, target, actor, action, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (now, dataset, kind, target, actor, action, _dumps(detail or {})),
-                )
-                c.execute(
-                    "INSERT INTO notes (dataset, kind, target, assignee, reason, comments, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT(dataset, kind, target) DO UPDATE SET "
-                    "assignee = COALESCE(excluded.assignee, notes.assignee), reason = COALESCE(excluded.reason, notes.reason), "
-                    "comments = notes.comments + excluded.comments, updated_at = excluded.updated_at",
-                    (dataset, kind, target, assignee, reason, 1 if comment else 0, now),
-                )
-                c.execute("COMMIT")
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
+        with self._lock, immediate(self.conn) as c:
+            cur = c.execute(
+                "INSERT INTO activity (ts, dataset, kind, target, actor, action, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (now, dataset, kind, target, actor, action, _dumps(detail or {})),
+            )
+            c.execute(
+                "INSERT INTO notes (dataset, kind, target, assignee, reason, comments, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(dataset, kind, target) DO UPDATE SET "
+                "assignee = COALESCE(excluded.assignee, notes.assignee), reason = COALESCE(excluded.reason, notes.reason), "
+                "comments = notes.comments + excluded.comments, updated_at = excluded.updated_at",
+                (dataset, kind, target, assignee, reason, 1 if comment else 0, now),
+            )
         return {"seq": cur.lastrowid, "ts": now, "actor": actor, "action": action, "detail": detail or {}}
 
     def activity(self, dataset: str, kind: str, target: str, limit: int = 500) -> list[dict[str, Any]]:
@@ -450,21 +420,13 @@ class StateStore:
 
     def claim_job(self, pid: int) -> dict[str, Any] | None:
         """The oldest queued job, now running and owned by ``pid`` (atomic across processes)."""
-        with self._lock:
-            c = self.conn
-            c.execute("BEGIN IMMEDIATE")
-            try:
-                row = c.execute("SELECT id FROM jobs WHERE state = 'queued' ORDER BY created_at, id LIMIT 1").fetchone()
-                if row is None:
-                    c.execute("COMMIT")
-                    return None
-                c.execute(
-                    "UPDATE jobs SET state = 'running', started_at = ?, owner_pid = ? WHERE id = ?", (time.time(), pid, row["id"])
-                )
-                c.execute("COMMIT")
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
+        with self._lock, immediate(self.conn) as c:
+            row = c.execute("SELECT id FROM jobs WHERE state = 'queued' ORDER BY created_at, id LIMIT 1").fetchone()
+            if row is None:
+                return None  # leaving the block commits the (empty) transaction
+            c.execute(
+                "UPDATE jobs SET state = 'running', started_at = ?, owner_pid = ? WHERE id = ?", (time.time(), pid, row["id"])
+            )
         return self.job(row["id"])
 
     def job_progress(self, job_id: str, packets: int, nbytes: int, percent: float | None) -> None:

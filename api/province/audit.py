@@ -17,24 +17,19 @@ kept: beyond, the oldest are dropped, counted and logged).
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import secrets
 import threading
 import time
-from typing import Any, Awaitable, Callable, MutableMapping
+from typing import Any, Callable
 
+from api.asgi import ASGIApp, Message, Receive, Scope, Send, send_json
+from api.body_limit import declared_over, run_limited
 from api.client_address import ClientAddress
 from api.province.store import AuditEntry, AuditStore
 
 log = logging.getLogger(__name__)
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MAX_QUEUE = 50_000
 MAX_BATCH = 1000
@@ -197,10 +192,6 @@ class AuditMiddleware:
         )
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class BodyLimitMiddleware:
     """413 for a body over ``max_body``: at once from Content-Length, or as soon as a streamed
     (chunked) body passes the limit. Nothing beyond the limit is read."""
@@ -218,53 +209,13 @@ class BodyLimitMiddleware:
         body = {"error": {"code": "body_too_large", "message": f"the body is over the {self.max_body}-byte limit"}}
         if state.get("request_id"):
             body["error"]["request_id"] = state["request_id"]
-        raw = json.dumps(body).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(raw)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": raw})
+        await send_json(send, 413, body, [(b"connection", b"close")])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for k, v in scope.get("headers") or ():
-            if k == b"content-length":
-                try:
-                    too_big = int(v) > self.max_body
-                except ValueError:
-                    too_big = False
-                if too_big:
-                    await self._refuse(scope, send)
-                    return
-        seen = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_body:
-                    raise BodyTooLarge()
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
-            if not started:
-                await self._refuse(scope, send)
+        if declared_over(scope, self.max_body):
+            await self._refuse(scope, send)
+            return
+        await run_limited(self.app, scope, receive, send, self.max_body, lambda: self._refuse(scope, send))

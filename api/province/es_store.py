@@ -31,7 +31,6 @@ How each rule of the contract holds:
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import threading
@@ -41,8 +40,17 @@ from datetime import datetime, timezone
 from typing import Any
 
 from api.province import es_indices
+from api.province.records import (
+    MAX_LIMIT,
+    OPEN_STATUSES,
+    decode_cursor,
+    encode_cursor,
+    incident_brief,
+    incident_record,
+    search_text,
+)
 from api.province.settings import ProvinceSettings
-from api.province.sqlite_store import MAX_LIMIT, OPEN_STATUSES, SQLiteProvinceStore
+from api.province.sqlite_store import SQLiteProvinceStore
 from api.province.store import (
     Advisory,
     AuditEntry,
@@ -97,20 +105,6 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat()
 
 
-def _cursor(values: Sequence[Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(list(values), separators=(",", ":")).encode()).decode().rstrip("=")
-
-
-def _uncursor(cursor: str, n: int) -> list[Any]:
-    try:
-        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, TypeError):
-        raise StoreError("bad cursor") from None
-    if not isinstance(values, list) or len(values) != n:
-        raise StoreError("bad cursor")
-    return values
-
-
 def _wildcard(text: str) -> str:
     escaped = text.lower().replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?")
     return f"*{escaped}*"
@@ -118,6 +112,16 @@ def _wildcard(text: str) -> str:
 
 def _query(filters: list[dict[str, Any]]) -> dict[str, Any]:
     return {"bool": {"filter": filters}} if filters else {"match_all": {}}
+
+
+def _time_range(field: str, since: float | None, until: float | None) -> list[dict[str, Any]]:
+    """The filter ``since <= field < until`` (either bound may be absent); none without bounds."""
+    rng: dict[str, Any] = {}
+    if since is not None:
+        rng["gte"] = since
+    if until is not None:
+        rng["lt"] = until
+    return [{"range": {field: rng}}] if rng else []
 
 
 def _total(resp: Any) -> int:
@@ -279,7 +283,7 @@ class ElasticsearchProvinceStore:
             "protocols": sorted(set(rec.protocols)),
             "techniques": sorted(set(rec.techniques)),
             "asset_types": sorted(set(rec.asset_types)),
-            "search": SQLiteProvinceStore._search_text(rec),
+            "search": search_text(rec),
             "update_ids": [],
             "updates": [],
             "doc": rec.doc,
@@ -288,36 +292,40 @@ class ElasticsearchProvinceStore:
 
     @staticmethod
     def _record(src: dict[str, Any]) -> IncidentRecord:
-        doc = src["doc"]
-        return IncidentRecord(
-            enterprise_id=src["enterprise_id"],
-            incident_id=src["incident_id"],
-            doc=doc,
-            level=int(src["level"]),
-            status=src["status"],
-            city=src["city"],
-            industry=src["industry"],
-            cii=bool(src["cii"]),
-            discovered_at=src["discovered_at"],
-            received_at=src["received_at"],
-            updated_at=src["updated_at"],
-            deadline=src.get("deadline"),
-            late=bool(src["late"]),
-            reportable_at=src.get("reportable_at"),
-            revision=int(src["revision"]),
-            # As SQLite derives them: from the stored report.
-            protocols=list(doc.get("protocols") or []),
-            techniques=list(doc.get("techniques") or []),
-            asset_types=sorted({a.get("asset_type", "unknown") for a in doc.get("affected_assets") or []}),
-        )
+        return incident_record(src, src["doc"])
 
-    def _get_source(self, enterprise_id: str, incident_id: str) -> dict[str, Any] | None:
+    def _get(self, kind: str, doc_id: str) -> dict[str, Any] | None:
+        """The document ``doc_id`` of the ``kind`` index with its metadata (a real-time get), or None."""
         from elasticsearch import NotFoundError
 
         try:
-            return dict(self.es.get(index=self.idx["incidents"], id=self._key(enterprise_id, incident_id)))
+            return dict(self.es.get(index=self.idx[kind], id=doc_id))
         except NotFoundError:
             return None
+
+    def _get_source(self, enterprise_id: str, incident_id: str) -> dict[str, Any] | None:
+        return self._get("incidents", self._key(enterprise_id, incident_id))
+
+    def _search_page(
+        self, kind: str, filters: list[dict[str, Any]], sort: list[dict[str, str]], limit: int, cursor: str | None,
+        **extra: Any,
+    ) -> tuple[list[dict[str, Any]], str | None, int]:
+        """One page of a sorted search of the ``kind`` index (``search_after`` the cursor's sort values):
+        its hits (at most ``limit``), the next page's cursor (None on the last) and the total."""
+        body: dict[str, Any] = {
+            "query": _query(filters),
+            "sort": sort,
+            "size": limit + 1,
+            "track_total_hits": True,
+            **extra,
+        }
+        if cursor:
+            body["search_after"] = decode_cursor(cursor, len(sort))
+        resp = self.es.search(index=self._fresh(kind), **body)
+        hits = resp["hits"]["hits"]
+        more = len(hits) > limit
+        hits = hits[:limit]
+        return hits, (encode_cursor(hits[-1]["sort"]) if more and hits else None), _total(resp)
 
     def insert_incident(self, rec: IncidentRecord) -> tuple[bool, IncidentRecord]:
         from elasticsearch import ConflictError
@@ -459,40 +467,17 @@ class ElasticsearchProvinceStore:
                 filters.append({"terms": {field: list(values)}})
         if f.late is not None:
             filters.append({"term": {"late": bool(f.late)}})
-        rng: dict[str, Any] = {}
-        if f.since is not None:
-            rng["gte"] = f.since
-        if f.until is not None:
-            rng["lt"] = f.until
-        if rng:
-            filters.append({"range": {"received_at": rng}})
+        filters += _time_range("received_at", f.since, f.until)
         if f.text:
             filters.append({"wildcard": {"search": {"value": _wildcard(f.text), "case_insensitive": True}}})
         limit = max(1, min(int(f.limit), MAX_LIMIT))
-        body: dict[str, Any] = {
-            "query": _query(filters),
-            "sort": [{"received_at": "desc"}, {"key": "desc"}],
-            "size": limit + 1,
-            "track_total_hits": True,
-        }
-        if f.cursor:
-            body["search_after"] = _uncursor(f.cursor, 2)
-        resp = self.es.search(index=self._fresh("incidents"), **body)
-        hits = resp["hits"]["hits"]
-        more = len(hits) > limit
-        hits = hits[:limit]
-        nxt = _cursor(hits[-1]["sort"]) if more and hits else None
-        return Page([self._record(h["_source"]) for h in hits], nxt, _total(resp))
+        hits, nxt, total = self._search_page(
+            "incidents", filters, [{"received_at": "desc"}, {"key": "desc"}], limit, f.cursor
+        )
+        return Page([self._record(h["_source"]) for h in hits], nxt, total)
 
     def situation(self, q: SituationQuery, now: float) -> dict[str, Any]:
-        filters: list[dict[str, Any]] = []
-        rng: dict[str, Any] = {}
-        if q.since is not None:
-            rng["gte"] = q.since
-        if q.until is not None:
-            rng["lt"] = q.until
-        if rng:
-            filters.append({"range": {"discovered_at": rng}})
+        filters = _time_range("discovered_at", q.since, q.until)
         if q.cities:
             filters.append({"terms": {"city": list(q.cities)}})
         if q.industries:
@@ -574,18 +559,7 @@ class ElasticsearchProvinceStore:
 
     @staticmethod
     def _brief(src: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "enterprise_id": src["enterprise_id"],
-            "incident_id": src["incident_id"],
-            "title": src.get("title", ""),
-            "level": int(src["level"]),
-            "status": src["status"],
-            "city": src["city"],
-            "industry": src["industry"],
-            "deadline": src.get("deadline"),
-            "received_at": src["received_at"],
-            "late": bool(src["late"]),
-        }
+        return incident_brief(src, src.get("title", ""))
 
     # -- advisories ----------------------------------------------------------------------------------
     @staticmethod
@@ -662,39 +636,20 @@ class ElasticsearchProvinceStore:
             self._wrote("advisories")
 
     def get_advisory(self, advisory_id: str) -> Advisory | None:
-        from elasticsearch import NotFoundError
-
-        try:
-            return self._advisory(self.es.get(index=self.idx["advisories"], id=advisory_id)["_source"])
-        except NotFoundError:
-            return None
+        got = self._get("advisories", advisory_id)
+        return self._advisory(got["_source"]) if got else None
 
     def list_advisories(self, enterprise_id: str | None, limit: int = 100, cursor: str | None = None) -> Page:
         limit = max(1, min(limit, MAX_LIMIT))
         filters = [{"term": {"recipients": enterprise_id}}] if enterprise_id is not None else []
-        body: dict[str, Any] = {
-            "query": _query(filters),
-            "sort": [{"issued_at": "desc"}, {"id": "desc"}],
-            "size": limit + 1,
-            "track_total_hits": True,
-            "source": {"excludes": ["recipients"]},
-        }
-        if cursor:
-            body["search_after"] = _uncursor(cursor, 2)
-        resp = self.es.search(index=self._fresh("advisories"), **body)
-        hits = resp["hits"]["hits"]
-        more = len(hits) > limit
-        hits = hits[:limit]
-        nxt = _cursor(hits[-1]["sort"]) if more and hits else None
-        return Page([self._advisory(h["_source"]) for h in hits], nxt, _total(resp))
+        hits, nxt, total = self._search_page(
+            "advisories", filters, [{"issued_at": "desc"}, {"id": "desc"}], limit, cursor,
+            source={"excludes": ["recipients"]},
+        )
+        return Page([self._advisory(h["_source"]) for h in hits], nxt, total)
 
     def _recipient_doc(self, advisory_id: str, enterprise_id: str) -> dict[str, Any] | None:
-        from elasticsearch import NotFoundError
-
-        try:
-            return dict(self.es.get(index=self.idx["recipients"], id=f"{advisory_id}/{enterprise_id}"))
-        except NotFoundError:
-            return None
+        return self._get("recipients", f"{advisory_id}/{enterprise_id}")
 
     def recipient(self, advisory_id: str, enterprise_id: str) -> Recipient | None:
         got = self._recipient_doc(advisory_id, enterprise_id)
@@ -847,30 +802,13 @@ class ElasticsearchProvinceStore:
         ):
             if value:
                 filters.append({"term": {field: value}})
-        rng: dict[str, Any] = {}
-        if f.since is not None:
-            rng["gte"] = f.since
-        if f.until is not None:
-            rng["lt"] = f.until
-        if rng:
-            filters.append({"range": {"ts": rng}})
+        filters += _time_range("ts", f.since, f.until)
         limit = max(1, min(f.limit, MAX_LIMIT))
-        body: dict[str, Any] = {
-            "query": _query(filters),
-            "sort": [{"seq": "desc"}, {"key": "desc"}],
-            "size": limit + 1,
-            "track_total_hits": True,
-        }
-        if f.cursor:
-            body["search_after"] = _uncursor(f.cursor, 2)
-        resp = self.es.search(index=self._fresh("audit"), **body)
-        hits = resp["hits"]["hits"]
-        more = len(hits) > limit
-        hits = hits[:limit]
+        hits, nxt, total = self._search_page("audit", filters, [{"seq": "desc"}, {"key": "desc"}], limit, f.cursor)
         items = []
         for h in hits:
             src = dict(h["_source"])
             src.pop("key", None)
             src.pop("@timestamp", None)
             items.append(src)
-        return Page(items, _cursor(hits[-1]["sort"]) if more and hits else None, _total(resp))
+        return Page(items, nxt, total)

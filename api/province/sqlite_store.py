@@ -32,7 +32,6 @@ flush between the reports that arrived together. docs/linkage.md ("Durability") 
 
 from __future__ import annotations
 
-import base64
 import fcntl
 import json
 import logging
@@ -41,8 +40,25 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
+from alerts.sqlite_db import (
+    Migration,
+    apply_migrations,
+    close_checkpointed,
+    connect,
+    keyset_page,
+    like_contains,
+)
+from api.province.records import (
+    MAX_LIMIT,
+    OPEN_STATUSES,
+    decode_cursor,
+    encode_cursor,
+    incident_brief,
+    incident_record,
+    search_text,
+)
 from api.province.store import (
     Advisory,
     AuditEntry,
@@ -65,7 +81,7 @@ from api.province.store import (
 
 log = logging.getLogger(__name__)
 
-MAX_LIMIT = 1000
+VERSION_TABLE = "province_schema_version"
 MAINTENANCE_SECONDS = 0.5  # checkpoint and prune this often (the WAL holds about this much intake)
 WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes the WAL file is truncated to when it restarts
 WRITER_CACHE_KIB = 65536  # the writer's page cache: the replay cache's random keys stay in memory
@@ -73,7 +89,10 @@ NONCE_PRUNE_CHUNK = 500  # nonces deleted per transaction (a few ms of the write
 NONCE_BOUND_EVERY = 20  # maintenance rounds between two counts of the replay cache
 MAX_NONCES = 1_000_000  # replay cache bound (rows); pruned by age first
 NONCE_PRUNE_EVERY = 1024
-OPEN_STATUSES = ("open", "handling", "contained")
+# The registry's columns, in the order of the table and of ``Enterprise``.
+ENTERPRISE_COLUMNS = (
+    "id", "name", "uscc", "city", "industry", "security_class", "cii", "contacts", "active", "created_at", "updated_at",
+)
 
 
 def _m1_registry(c: sqlite3.Connection) -> None:
@@ -176,7 +195,7 @@ def _m5_aggregate_indexes(c: sqlite3.Connection) -> None:
         c.execute(sql)
 
 
-MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
+MIGRATIONS: list[Migration] = [
     (1, "meta, enterprises, credentials, tokens, nonces", _m1_registry),
     (2, "incidents, their protocols/techniques/asset types, updates", _m2_incidents),
     (3, "advisories and recipients", _m3_advisories),
@@ -186,45 +205,16 @@ MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
+def _newer(version: int) -> StoreError:
+    return StoreError(f"the database schema is version {version}, newer than this icswatch knows ({SCHEMA_VERSION})")
+
+
 def migrate(c: sqlite3.Connection) -> list[int]:
-    c.execute(
-        "CREATE TABLE IF NOT EXISTS province_schema_version "
-        "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL, description TEXT NOT NULL)"
-    )
-    current = int(c.execute("SELECT COALESCE(MAX(version), 0) FROM province_schema_version").fetchone()[0])
-    if current > SCHEMA_VERSION:
-        raise StoreError(f"the database schema is version {current}, newer than this icswatch knows ({SCHEMA_VERSION})")
-    applied = []
-    for version, description, fn in MIGRATIONS:
-        if current < version:
-            c.execute("BEGIN IMMEDIATE")
-            try:
-                fn(c)
-                c.execute("INSERT INTO province_schema_version VALUES (?, datetime('now'), ?)", (version, description))
-                c.execute("COMMIT")
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
-            applied.append(version)
-    return applied
+    return apply_migrations(c, MIGRATIONS, VERSION_TABLE, _newer)
 
 
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
-
-
-def _cursor(values: Sequence[Any]) -> str:
-    return base64.urlsafe_b64encode(_dumps(list(values)).encode()).decode().rstrip("=")
-
-
-def _uncursor(cursor: str, n: int) -> list[Any]:
-    try:
-        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, TypeError):
-        raise StoreError("bad cursor") from None
-    if not isinstance(values, list) or len(values) != n:
-        raise StoreError("bad cursor")
-    return values
 
 
 def _in(column: str, values: Sequence[Any], where: list[str], params: list[Any]) -> None:
@@ -233,8 +223,14 @@ def _in(column: str, values: Sequence[Any], where: list[str], params: list[Any])
         params.extend(values)
 
 
-def _like(text: str) -> str:
-    return "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+def _between(column: str, since: float | None, until: float | None, where: list[str], params: list[Any]) -> None:
+    """``since <= column < until``, for the bounds given."""
+    if since is not None:
+        where.append(f"{column} >= ?")
+        params.append(since)
+    if until is not None:
+        where.append(f"{column} < ?")
+        params.append(until)
 
 
 class SQLiteProvinceStore:
@@ -243,8 +239,6 @@ class SQLiteProvinceStore:
     def __init__(self, path: str | Path, synchronous: str = "NORMAL", max_nonces: int = MAX_NONCES) -> None:
         self.path = str(path)
         self._memory = self.path == ":memory:"  # one connection only: another would open another database
-        if not self._memory:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         if synchronous.upper() not in ("OFF", "NORMAL", "FULL"):
             raise StoreError("synchronous must be OFF, NORMAL or FULL")
         self.synchronous = synchronous.upper()
@@ -252,8 +246,7 @@ class SQLiteProvinceStore:
         # on the event loop than to hand to a thread. With FULL it waits for the disk: a thread's job.
         self.intake_in_loop = self.synchronous != "FULL"
         self._lock = threading.RLock()
-        self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
-        self.conn.row_factory = sqlite3.Row
+        self.conn = connect(self.path)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute(f"PRAGMA synchronous={self.synchronous}")
         self.conn.execute("PRAGMA foreign_keys=ON")
@@ -285,11 +278,7 @@ class SQLiteProvinceStore:
             except sqlite3.Error:
                 pass
         with self._lock:
-            try:
-                self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            except sqlite3.Error:
-                pass
-            self.conn.close()
+            close_checkpointed(self.conn)
             if self._writelock_fd is not None:
                 os.close(self._writelock_fd)
                 self._writelock_fd = None
@@ -301,8 +290,7 @@ class SQLiteProvinceStore:
         """This thread's read-only connection (made on first use)."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
-            conn.row_factory = sqlite3.Row
+            conn = connect(self.path)
             conn.execute("PRAGMA query_only=ON")
             with self._readers_lock:
                 self._readers.append(conn)
@@ -332,19 +320,22 @@ class SQLiteProvinceStore:
 
     # -- enterprises --------------------------------------------------------------------------------
     @staticmethod
-    def _enterprise(r: sqlite3.Row) -> Enterprise:
+    def _enterprise(r: sqlite3.Row, prefix: str = "") -> Enterprise:
+        """``prefix``: the column aliases of a join (``e_id``, ``e_name``...), which keep the enterprise's
+        columns apart from the other table's."""
+        v = {name: r[prefix + name] for name in ENTERPRISE_COLUMNS}
         return Enterprise(
-            r["id"],
-            r["name"],
-            r["uscc"],
-            r["city"],
-            r["industry"],
-            r["security_class"],
-            bool(r["cii"]),
-            json.loads(r["contacts"]),
-            bool(r["active"]),
-            r["created_at"],
-            r["updated_at"],
+            v["id"],
+            v["name"],
+            v["uscc"],
+            v["city"],
+            v["industry"],
+            v["security_class"],
+            bool(v["cii"]),
+            json.loads(v["contacts"]),
+            bool(v["active"]),
+            v["created_at"],
+            v["updated_at"],
         )
 
     def add_enterprise(self, e: Enterprise) -> None:
@@ -401,18 +392,12 @@ class SQLiteProvinceStore:
         if industry:
             where.append("industry = ?")
             params.append(industry)
-        total_sql = "SELECT COUNT(*) FROM enterprises" + (" WHERE " + " AND ".join(where) if where else "")
-        pw, pp = list(where), list(params)
-        if cursor:
-            pw.append("id > ?")
-            pp.append(_uncursor(cursor, 1)[0])
+        after = decode_cursor(cursor, 1) if cursor else None
         limit = max(1, min(limit, MAX_LIMIT))
-        sql = "SELECT * FROM enterprises" + (" WHERE " + " AND ".join(pw) if pw else "") + " ORDER BY id LIMIT ?"
         with self._read() as c:
-            total = c.execute(total_sql, params).fetchone()[0]
-            rows = c.execute(sql, [*pp, limit + 1]).fetchall()
-        items = [self._enterprise(r) for r in rows[:limit]]
-        return Page(items, _cursor([items[-1].id]) if len(rows) > limit else None, total)
+            rows, more, total = keyset_page(c, "*", "enterprises", where, params, ["id"], False, limit, after)
+        items = [self._enterprise(r) for r in rows]
+        return Page(items, encode_cursor([items[-1].id]) if more else None, total)
 
     def match_enterprises(
         self, all_: bool, cities: Sequence[str], industries: Sequence[str], ids: Sequence[str]
@@ -470,28 +455,16 @@ class SQLiteProvinceStore:
         # One query on the hot path of every signed request instead of two.
         with self._read() as c:
             r = c.execute(
-                "SELECT c.*, e.id AS e_id, e.name, e.uscc, e.city, e.industry, e.security_class, e.cii, e.contacts, "
-                "e.active, e.created_at AS e_created, e.updated_at AS e_updated FROM credentials c "
+                "SELECT c.*, e.id AS e_id, e.name AS e_name, e.uscc AS e_uscc, e.city AS e_city, "
+                "e.industry AS e_industry, e.security_class AS e_security_class, e.cii AS e_cii, "
+                "e.contacts AS e_contacts, e.active AS e_active, e.created_at AS e_created_at, "
+                "e.updated_at AS e_updated_at FROM credentials c "
                 "LEFT JOIN enterprises e ON e.id = c.enterprise_id WHERE c.key_id = ?",
                 (key_id,),
             ).fetchone()
         if r is None:
             return None
-        ent = None
-        if r["e_id"] is not None:
-            ent = Enterprise(
-                r["e_id"],
-                r["name"],
-                r["uscc"],
-                r["city"],
-                r["industry"],
-                r["security_class"],
-                bool(r["cii"]),
-                json.loads(r["contacts"]),
-                bool(r["active"]),
-                r["e_created"],
-                r["e_updated"],
-            )
+        ent = self._enterprise(r, prefix="e_") if r["e_id"] is not None else None
         return self._credential(r), ent
 
     def list_credentials(self, enterprise_id: str) -> list[Credential]:
@@ -615,44 +588,7 @@ class SQLiteProvinceStore:
     # -- incidents ----------------------------------------------------------------------------------
     @staticmethod
     def _incident(r: sqlite3.Row) -> IncidentRecord:
-        doc = json.loads(r["doc"])
-        return IncidentRecord(
-            r["enterprise_id"],
-            r["incident_id"],
-            doc,
-            r["level"],
-            r["status"],
-            r["city"],
-            r["industry"],
-            bool(r["cii"]),
-            r["discovered_at"],
-            r["received_at"],
-            r["updated_at"],
-            r["deadline"],
-            bool(r["late"]),
-            r["reportable_at"],
-            r["revision"],
-            list(doc.get("protocols") or []),
-            list(doc.get("techniques") or []),
-            sorted({a.get("asset_type", "unknown") for a in doc.get("affected_assets") or []}),
-        )
-
-    @staticmethod
-    def _search_text(rec: IncidentRecord) -> str:
-        d = rec.doc
-        return " ".join(
-            str(x)
-            for x in (
-                rec.enterprise_id,
-                rec.incident_id,
-                d.get("title", ""),
-                d.get("site", ""),
-                rec.city,
-                rec.industry,
-                *rec.techniques,
-                *rec.protocols,
-            )
-        ).lower()
+        return incident_record(dict(r), json.loads(r["doc"]))
 
     def _write_sides(self, c: sqlite3.Connection, pk: int, rec: IncidentRecord, fresh: bool = False) -> None:
         for name, values in (
@@ -666,11 +602,31 @@ class SQLiteProvinceStore:
                 f"INSERT OR IGNORE INTO incident_{name}s (pk, {name}) VALUES (?, ?)", [(pk, v) for v in set(values)]
             )
 
+    # An incident's columns: those fixed at intake, then those an update rewrites (the last nine, in
+    # the order of ``_changing_values``, which both statements take).
     _INSERT_INCIDENT = (
-        "INSERT OR IGNORE INTO incidents (enterprise_id, incident_id, city, industry, cii, level, status, "
-        "discovered_at, received_at, updated_at, deadline, late, reportable_at, revision, search, doc) "
+        "INSERT OR IGNORE INTO incidents (enterprise_id, incident_id, city, industry, cii, discovered_at, received_at, "
+        "level, status, updated_at, deadline, late, reportable_at, revision, search, doc) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     )
+    _UPDATE_INCIDENT = (
+        "UPDATE incidents SET level = ?, status = ?, updated_at = ?, deadline = ?, late = ?, reportable_at = ?, "
+        "revision = ?, search = ?, doc = ? WHERE pk = ?"
+    )
+
+    @staticmethod
+    def _changing_values(rec: IncidentRecord) -> tuple[Any, ...]:
+        return (
+            rec.level,
+            rec.status,
+            rec.updated_at,
+            rec.deadline,
+            int(rec.late),
+            rec.reportable_at,
+            rec.revision,
+            search_text(rec),
+            _dumps(rec.doc),
+        )
 
     def _insert_row(self, c: sqlite3.Connection, rec: IncidentRecord) -> int | None:
         """The new row's pk, or None when (enterprise_id, incident_id) is already there."""
@@ -682,17 +638,9 @@ class SQLiteProvinceStore:
                 rec.city,
                 rec.industry,
                 int(rec.cii),
-                rec.level,
-                rec.status,
                 rec.discovered_at,
                 rec.received_at,
-                rec.updated_at,
-                rec.deadline,
-                int(rec.late),
-                rec.reportable_at,
-                rec.revision,
-                self._search_text(rec),
-                _dumps(rec.doc),
+                *self._changing_values(rec),
             ),
         )
         return int(cur.lastrowid or 0) if cur.rowcount == 1 else None
@@ -777,23 +725,7 @@ class SQLiteProvinceStore:
                 return "duplicate"
             if int(row["revision"]) != expected_revision:
                 return "conflict"
-            c.execute(
-                "UPDATE incidents SET level = ?, status = ?, updated_at = ?, deadline = ?, late = ?, "
-                "reportable_at = ?, "
-                "revision = ?, search = ?, doc = ? WHERE pk = ?",
-                (
-                    rec.level,
-                    rec.status,
-                    rec.updated_at,
-                    rec.deadline,
-                    int(rec.late),
-                    rec.reportable_at,
-                    rec.revision,
-                    self._search_text(rec),
-                    _dumps(rec.doc),
-                    pk,
-                ),
-            )
+            c.execute(self._UPDATE_INCIDENT, (*self._changing_values(rec), pk))
             self._write_sides(c, pk, rec)
             c.execute(
                 "INSERT INTO incident_updates VALUES (?, ?, ?, ?, ?, ?)",
@@ -826,44 +758,22 @@ class SQLiteProvinceStore:
         if f.late is not None:
             where.append("late = ?")
             params.append(int(f.late))
-        if f.since is not None:
-            where.append("received_at >= ?")
-            params.append(f.since)
-        if f.until is not None:
-            where.append("received_at < ?")
-            params.append(f.until)
+        _between("received_at", f.since, f.until, where, params)
         if f.text:
             where.append("search LIKE ? ESCAPE '\\'")
-            params.append(_like(f.text))
-        total_sql = "SELECT COUNT(*) FROM incidents" + (" WHERE " + " AND ".join(where) if where else "")
-        pw, pp = list(where), list(params)
-        if f.cursor:
-            ts, pk = _uncursor(f.cursor, 2)
-            pw.append("(received_at, pk) < (?, ?)")
-            pp.extend((ts, pk))
+            params.append(like_contains(f.text))
+        keys = ["received_at", "pk"]
+        after = decode_cursor(f.cursor, 2) if f.cursor else None
         limit = max(1, min(int(f.limit), MAX_LIMIT))
-        sql = (
-            "SELECT * FROM incidents"
-            + (" WHERE " + " AND ".join(pw) if pw else "")
-            + " ORDER BY received_at DESC, pk DESC LIMIT ?"
-        )
         with self._read() as c:
-            total = c.execute(total_sql, params).fetchone()[0]
-            rows = c.execute(sql, [*pp, limit + 1]).fetchall()
-        more = len(rows) > limit
-        rows = rows[:limit]
-        nxt = _cursor([rows[-1]["received_at"], rows[-1]["pk"]]) if more and rows else None
-        return Page([self._incident(r) for r in rows], nxt, int(total))
+            rows, more, total = keyset_page(c, "*", "incidents", where, params, keys, True, limit, after)
+        nxt = encode_cursor([rows[-1][k] for k in keys]) if more and rows else None
+        return Page([self._incident(r) for r in rows], nxt, total)
 
     def situation(self, q: SituationQuery, now: float) -> dict[str, Any]:
         where: list[str] = []
         params: list[Any] = []
-        if q.since is not None:
-            where.append("i.discovered_at >= ?")
-            params.append(q.since)
-        if q.until is not None:
-            where.append("i.discovered_at < ?")
-            params.append(q.until)
+        _between("i.discovered_at", q.since, q.until, where, params)
         _in("i.city", list(q.cities), where, params)
         _in("i.industry", list(q.industries), where, params)
         w = (" WHERE " + " AND ".join(where)) if where else ""
@@ -929,19 +839,7 @@ class SQLiteProvinceStore:
 
     @staticmethod
     def _brief(r: sqlite3.Row) -> dict[str, Any]:
-        doc = json.loads(r["doc"])
-        return {
-            "enterprise_id": r["enterprise_id"],
-            "incident_id": r["incident_id"],
-            "title": doc.get("title", ""),
-            "level": r["level"],
-            "status": r["status"],
-            "city": r["city"],
-            "industry": r["industry"],
-            "deadline": r["deadline"],
-            "received_at": r["received_at"],
-            "late": bool(r["late"]),
-        }
+        return incident_brief(dict(r), json.loads(r["doc"]).get("title", ""))
 
     # -- advisories -----------------------------------------------------------------------------------
     @staticmethod
@@ -1000,23 +898,13 @@ class SQLiteProvinceStore:
         if enterprise_id is not None:
             where.append("a.id IN (SELECT advisory_id FROM advisory_recipients WHERE enterprise_id = ?)")
             params.append(enterprise_id)
-        total_sql = "SELECT COUNT(*) FROM advisories a" + (" WHERE " + " AND ".join(where) if where else "")
-        pw, pp = list(where), list(params)
-        if cursor:
-            ts, aid = _uncursor(cursor, 2)
-            pw.append("(a.issued_at, a.id) < (?, ?)")
-            pp.extend((ts, aid))
-        sql = (
-            "SELECT a.* FROM advisories a"
-            + (" WHERE " + " AND ".join(pw) if pw else "")
-            + " ORDER BY a.issued_at DESC, a.id DESC LIMIT ?"
-        )
+        after = decode_cursor(cursor, 2) if cursor else None
         with self._read() as c:
-            total = c.execute(total_sql, params).fetchone()[0]
-            rows = c.execute(sql, [*pp, limit + 1]).fetchall()
-        more = len(rows) > limit
-        items = [self._advisory(r) for r in rows[:limit]]
-        return Page(items, _cursor([items[-1].issued_at, items[-1].id]) if more and items else None, int(total))
+            rows, more, total = keyset_page(
+                c, "a.*", "advisories a", where, params, ["a.issued_at", "a.id"], True, limit, after
+            )
+        items = [self._advisory(r) for r in rows]
+        return Page(items, encode_cursor([items[-1].issued_at, items[-1].id]) if more and items else None, total)
 
     def recipient(self, advisory_id: str, enterprise_id: str) -> Recipient | None:
         with self._read() as c:
@@ -1111,26 +999,13 @@ class SQLiteProvinceStore:
             if val:
                 where.append(f"{col} = ?")
                 params.append(val)
-        if f.since is not None:
-            where.append("ts >= ?")
-            params.append(f.since)
-        if f.until is not None:
-            where.append("ts < ?")
-            params.append(f.until)
-        total_sql = "SELECT COUNT(*) FROM audit" + (" WHERE " + " AND ".join(where) if where else "")
-        pw, pp = list(where), list(params)
-        if f.cursor:
-            pw.append("seq < ?")
-            pp.append(int(_uncursor(f.cursor, 1)[0]))
+        _between("ts", f.since, f.until, where, params)
+        after = [int(decode_cursor(f.cursor, 1)[0])] if f.cursor else None
         limit = max(1, min(f.limit, MAX_LIMIT))
-        sql = "SELECT * FROM audit" + (" WHERE " + " AND ".join(pw) if pw else "") + " ORDER BY seq DESC LIMIT ?"
         with self._read() as c:
-            total = c.execute(total_sql, params).fetchone()[0]
-            rows = c.execute(sql, [*pp, limit + 1]).fetchall()
-        more = len(rows) > limit
-        rows = rows[:limit]
+            rows, more, total = keyset_page(c, "*", "audit", where, params, ["seq"], True, limit, after)
         items = [dict(r) for r in rows]
-        return Page(items, _cursor([rows[-1]["seq"]]) if more and rows else None, int(total))
+        return Page(items, encode_cursor([rows[-1]["seq"]]) if more and rows else None, total)
 
 
 class _Tx:

@@ -17,10 +17,10 @@ Health probes, the dashboard page and static files are not limited.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from alerts.forwarder import HEADER_KEY_ID
+from api.asgi import send_json
 from api.client_address import ClientAddress
 from api.province.settings import ProvinceSettings
 from api.ratelimit import (
@@ -87,19 +87,7 @@ class ProvinceRateLimit:
         }
         if state.get("request_id"):
             error["request_id"] = state["request_id"]
-        raw = json.dumps({"error": error}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 429,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(raw)).encode()),
-                    (b"retry-after", str(retry_after).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": raw})
+        await send_json(send, 429, {"error": error}, [(b"retry-after", str(retry_after).encode())])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.layer(scope, receive, send)
