@@ -500,6 +500,7 @@ class Soak:
         prev = self.sample(sensor, servers, t0, cpu0, {})
         next_sample = t0 + args.interval
         n = 0
+        sent = 0
         stopped_mid_pass = False
         while not self.stop_requested:
             totals = PassTotals()
@@ -522,6 +523,11 @@ class Soak:
                 totals.packets += result.packets
                 totals.events += result.events
                 totals.counters.update(result.counters)
+                sent += result.packets
+                if args.rate:  # a plant's pace, not the replay's top speed: wait until the packets are due
+                    ahead = t0 + sent / args.rate - time.monotonic()
+                    if ahead > 0:
+                        time.sleep(ahead)
                 now = time.monotonic()
                 if now >= next_sample:
                     sensor.save_assets()
@@ -822,6 +828,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--drain-timeout", type=float, default=300.0,
                     help="seconds the end waits for Elasticsearch and for the outbox to take everything (default 300)")
     ap.add_argument("--es-url", help="an Elasticsearch cluster instead of a local noida-db")
+    ap.add_argument("--rate", type=float, default=0.0,
+                    help="packets per second to replay at, on average (default 0: as fast as the sensor goes); "
+                         "paced between files, so a plant's steady rate rather than a stress test")
     ap.add_argument("--tracemalloc", type=int, nargs="?", const=1, default=0, metavar="FRAMES",
                     help="trace Python allocations after the warm-up (slower) and report where memory grew")
     ap.add_argument("--census", action="store_true",

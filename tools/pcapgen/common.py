@@ -7,6 +7,7 @@ Everything is deterministic (fixed clock, fixed MACs/ISNs) so regenerated captur
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -98,13 +99,19 @@ def udp_packet(src: str, sport: int, dst: str, dport: int, payload: bytes, ts: f
 
 
 def write_pcap(name: str, packets: Iterable[Packet], directory: Path = PCAP_DIR) -> Path:
-    """Write packets sorted by time into ``pcaps/<name>`` (classic pcap, Ethernet)."""
+    """Write packets sorted by time into ``pcaps/<name>`` (classic pcap, Ethernet).
+
+    Written next to it and renamed into place: a sensor replaying ``pcaps/`` while the captures are
+    regenerated (the soak, a demo) reads the old file or the new one, never half of one (a soak pass
+    once read a capture cut short while it was being rewritten)."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
+    partial = path.with_name(f".{name}.partial")
     ordered = sorted(packets, key=lambda p: float(p.time))
-    with PcapWriter(str(path), linktype=1, sync=False) as w:
+    with PcapWriter(str(partial), linktype=1, sync=False) as w:
         for p in ordered:
             w.write(p)
+    os.replace(partial, path)
     return path
 
 
