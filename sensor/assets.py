@@ -441,8 +441,7 @@ class AssetInventory:
     instead bumps one counter per event *signature* (flow, sender, protocol, direction, category,
     function, unit) with its first and last time; the signatures are folded into the assets
     (with their multiplicity) whenever anyone reads ``assets`` / ``records()`` / ``stats()``, or
-    when ``MAX_PENDING_SIGNATURES`` accumulate. Events that carry an identity, or that name another
-    protocol (a SYN to an ICS port), take the direct path."""
+    when ``MAX_PENDING_SIGNATURES`` accumulate. Events that carry an identity take the direct path."""
 
     name = "assets"
 
@@ -467,15 +466,9 @@ class AssetInventory:
     def observe(self, event: IcsEvent) -> list:
         fields = event.fields
         flow_id = event.flow_id
-        if not flow_id or fields and ("identity" in fields or "ics_protocol" in fields):
+        if not flow_id or fields and "identity" in fields:
             self._direct += 1
-            # A bare SYN (a connection attempt) proves nothing about either end: its source may be
-            # spoofed (a SYN flood would fill the inventory with a million made-up hosts) and its target
-            # may not exist (a scan). It only adds to hosts already seen exchanging ICS traffic.
-            create = "ics_protocol" not in (fields or ())
-            if not create and self._pending:
-                self._fold()  # the hosts it may add to must be there first
-            self._apply(event, event.ts, event.ts, 1, create)
+            self._apply(event, event.ts, event.ts, 1)
             return []
         # A flow's endpoints, ports, transport and MACs are fixed by the flow and the sender (the flow
         # table sets them when the flow starts): the signature needs only what varies between events.
@@ -515,9 +508,13 @@ class AssetInventory:
             self._folded += count
             self._apply(event, first, last, count)
 
-    def _apply(self, event: IcsEvent, first: float, last: float, count: int, create: bool = True) -> None:
-        """``count`` events like ``event``, seen between ``first`` and ``last``, update the assets (and
-        make the ones not known yet, unless ``create`` is false)."""
+    def _apply(self, event: IcsEvent, first: float, last: float, count: int) -> None:
+        """``count`` events like ``event``, seen between ``first`` and ``last``, update the assets."""
+        # A bare SYN (the flow table's connection attempt, naming the ICS protocol of the port) proves
+        # nothing about either end: its source may be spoofed (a SYN flood would fill the inventory with
+        # a million made-up hosts) and its target may not exist (a scan). It only adds to hosts already
+        # seen exchanging ICS traffic (signatures are applied in time order: ``_fold``).
+        create = not (event.fields and "ics_protocol" in event.fields)
         if event.transport == "l2":
             client, server, client_is_src = event.src_mac or event.src, event.dst_mac or event.dst, True
         else:
