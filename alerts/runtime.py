@@ -37,6 +37,7 @@ MAX_KEPT_ALERTS = 10_000  # alerts kept in memory for the end summary (all are c
 # Unbounded, a sensor that runs for days kept every incident it ever opened, ~3 KB each, and the soak
 # mix opens about ten thousand an hour (docs/soak.md).
 MAX_KEPT_INCIDENTS = 1_000
+MAX_SIGNATURES = 65_536  # event signatures kept (counts and rules); past it they go to the inventory
 MAX_AFTER_WATCHES = 1_000  # alerts waiting for their flow's next events at once
 AFTER_SECONDS = 30.0  # an alert stops collecting its flow's next events after this much capture time
 SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan"}
@@ -162,6 +163,23 @@ def describe_evidence(alert: Alert, limit: int = 3) -> str:
     return "; ".join(parts)
 
 
+_NEVER = float("inf")
+
+
+def signature_of(event: IcsEvent) -> tuple[Any, ...]:
+    """What the events a polling plant repeats have in common: flow, sender (address and port: a host
+    talking to itself is both ends of its flow), protocol, direction, category, function code and name,
+    unit, result. A flow fixes the rest of the addressing for a sender (receiver, transport, MACs), so
+    every event of a signature reads the same in each field ``detectors.rules.compiler.SIGNATURE_FIELDS``
+    names. ``AlertingRuntime``'s per-event function builds the same tuple inline."""
+    return (event.flow_id, event.src, event.sport, event.protocol, event.direction, event.category,
+            event.function, event.function_name, event.unit, event.result)
+
+
+def _ignore(event: IcsEvent) -> None:
+    return None
+
+
 class _AfterWatch:
     __slots__ = ("alert_id", "flow_id", "left", "seq", "until")
 
@@ -196,7 +214,6 @@ class AlertingRuntime:
         self.summary = AlertSummary(problems=list(problems))
         for out in self.outputs:
             self.summary.outputs[out.name] = str(getattr(out, "path", ""))
-        self._observers = tuple(d.observe for d in self.detectors)
         # The last few events, for the "before" context of an alert. Kept short on purpose: every event
         # it holds outlives its packet, and live young objects are what the garbage collector walks.
         self._ring: deque[IcsEvent] = deque(maxlen=max(16, context_events * 4))
@@ -212,35 +229,87 @@ class AlertingRuntime:
         # writes the alert's packets and records the file in ``alert.extra``).
         self.alert_hooks: list[Callable[[Alert], None]] = []
         self._taps: list[Callable[[IcsEvent], Any]] = []
-        self._observe: list[Callable[[IcsEvent], Any]] = [self._observe_each]
+        # The signature table (see ``_make_on_event``): ``signature_of(event)`` -> [events, first ts, last ts,
+        # first event, rules for every event, refresh-only rules, when they are due, how often].
+        self._sigs: dict[tuple[Any, ...], list[Any]] = {}
+        self._inventory: Any = None  # sensor.assets.AssetInventory, when attached
+        # One-slot lists the per-event function reads, refilled by attach_inventory / replace_detectors:
+        self._direct: list[Callable[[IcsEvent], Any]] = [_ignore]  # events the inventory takes one by one
+        self._others: list[Callable[[IcsEvent], None] | None] = [None]  # detectors other than the rules
+        self._engine: Any = None  # the rule engine (the detector with ``signature_runner``)
+        self._forgotten = 0
+        self._tick_ts: float | None = None
         self._bind_observers()
         self.on_event = self._make_on_event()  # type: ignore[method-assign]
 
     def _bind_observers(self) -> None:
-        self._observers = tuple(d.observe for d in self.detectors)
-        # The one-detector case (the default): its observe is called straight from on_event.
-        self._observe[0] = self._observers[0] if len(self._observers) == 1 else self._observe_each
+        self._engine = next((d for d in self.detectors if callable(getattr(d, "signature_runner", None))), None)
+        self._forgotten = self._engine.forgotten() if self._engine is not None else 0
+        self._observers = tuple(d.observe for d in self.detectors if d is not self._engine)
+        self._others[0] = self._observe_others if self._observers else None
 
     def _make_on_event(self) -> Callable[[IcsEvent], None]:
         """The pipeline's event sink: one function with everything bound (the hot path: no method
-        lookups, no call per layer). It reads the detectors through ``_observe``, a one-slot list
-        ``replace_detectors`` refills, so a pipeline holding it stays valid across a reload."""
+        lookups, no call per layer).
+
+        Per event it keeps the event in the context ring, hands it to the taps and to alerts waiting
+        for their flow's next events, then looks up the event's *signature* (``signature_of``: flow,
+        sender, protocol, direction, category, function, unit, result). A polling plant repeats a few
+        signatures millions of times, so one dict lookup does three things: it counts the event for
+        the asset inventory (events, first and last time per signature), and it finds the rules to run,
+        which the engine narrowed down when the signature first came (``RuleEngine.signature_runner``:
+        a first-seen rule whose talker or function is known cannot fire for the signature again).
+        Events without a flow, and events carrying a device's identity, also take the slow paths.
+        The detectors and the inventory are read through one-slot lists and methods, so a pipeline
+        holding this function stays valid across ``replace_detectors`` (a SIGHUP reload)."""
         ring_append = self._ring.append
         accept = self._accept
         after = self._after  # never rebound, only mutated
         watch_after = self._watch_after
-        observe = self._observe
         taps = self._taps
+        sigs_get = self._sigs.get  # never rebound, only cleared
+        first_of_signature = self._first_of_signature
+        flowless = self._flowless
+        direct = self._direct
+        others = self._others
+        refresh = self._refresh
 
         def on_event(event: IcsEvent) -> None:
             ring_append(event)
             for tap in taps:
                 tap(event)
-            if after and event.flow_id in after:
+            flow_id = event.flow_id
+            if after and flow_id in after:
                 watch_after(event)
-            alerts = observe[0](event)
-            if alerts:
-                accept(alerts)
+            if flow_id:
+                sig = sigs_get(  # signature_of(event), inlined
+                    (flow_id, event.src, event.sport, event.protocol, event.direction, event.category,
+                     event.function, event.function_name, event.unit, event.result)
+                )
+                if sig is None:
+                    first_of_signature(event)
+                else:
+                    ts = event.ts
+                    fields = event.fields
+                    if fields and "identity" in fields:
+                        direct[0](event)
+                    else:
+                        sig[0] += 1
+                        if ts > sig[2]:
+                            sig[2] = ts
+                        elif ts < sig[1]:
+                            sig[1] = ts
+                    run = sig[4]
+                    if run is not None:
+                        alerts = run(event)
+                        if alerts:
+                            accept(alerts)
+                    if ts >= sig[6]:  # the signature's refresh-only rules are due (never, when it has none)
+                        refresh(sig, event)
+            else:
+                flowless(event)
+            if others[0] is not None:
+                others[0](event)
 
         return on_event
 
@@ -248,9 +317,78 @@ class AlertingRuntime:
         """The pipeline's event sink (``__init__`` binds the fast version of it on the instance)."""
         self.__dict__["on_event"](event)
 
+    def _first_of_signature(self, event: IcsEvent) -> None:
+        sigs = self._sigs
+        if len(sigs) >= MAX_SIGNATURES:
+            self._reset_signatures()
+        ts = event.ts
+        fields = event.fields
+        # [events, first ts, last ts, first event, rules for every event, refresh-only rules, when they
+        # are next due, how often]; the events are counted for the inventory unless it takes them whole
+        entry: list[Any] = [1, ts, ts, event, None, None, _NEVER, 0.0]
+        if fields and "identity" in fields:
+            self._direct[0](event)
+            entry[0] = 0
+        sigs[signature_of(event)] = entry
+        engine = self._engine
+        if engine is not None:
+            alerts, entry[4], entry[5], entry[7] = engine.signature_runner(event)
+            if entry[5] is not None:
+                entry[6] = ts + entry[7]
+            if alerts:
+                self._accept(alerts)
+
+    def _refresh(self, sig: list[Any], event: IcsEvent) -> None:
+        sig[6] = event.ts + sig[7]
+        alerts = sig[5](event)
+        if alerts:
+            self._accept(alerts)
+
+    def _flowless(self, event: IcsEvent) -> None:
+        """An event of no flow (layer 2, a flow table refusal): its sender and receiver are not fixed by a
+        signature, so the inventory and the rules take it whole."""
+        self._direct[0](event)
+        engine = self._engine
+        if engine is not None:
+            alerts = engine.observe(event)
+            if alerts:
+                self._accept(alerts)
+
+    def _observe_others(self, event: IcsEvent) -> None:
+        """Detectors other than the rules (baseline, ML): each one's alerts are accepted as they come."""
+        for observe in self._observers:
+            alerts = observe(event)
+            if alerts:
+                self._accept(alerts)
+
+    def _drain_signatures(self) -> list[tuple[int, float, float, IcsEvent]]:
+        """(events, first ts, last ts, first event) of each signature with events since the last drain
+        (the asset inventory's source: ``attach_inventory``). The entries stay, with their rules."""
+        out = []
+        for entry in self._sigs.values():
+            if entry[0]:
+                out.append((entry[0], entry[1], entry[2], entry[3]))
+                entry[0] = 0
+        return out
+
+    def _reset_signatures(self) -> None:
+        """Forget every signature (the table is full, the detectors changed, or the rules forgot values
+        some signatures were settled on); their counts go to the inventory first."""
+        if self._inventory is not None:
+            self._inventory.flush()  # pulls the counts through _drain_signatures
+        self._sigs.clear()
+
+    def attach_inventory(self, inventory: Any) -> None:
+        """Keep ``inventory`` (sensor.assets.AssetInventory) up to date from the signature table: it pulls
+        the per-signature counts whenever it is read; events with an identity or without a flow go to
+        its ``observe`` one by one. Cheaper than a tap: the signature is looked up once for both."""
+        self._inventory = inventory
+        self._direct[0] = inventory.observe
+        inventory.add_source(self._drain_signatures)
+
     def tap(self, consumer: Callable[[IcsEvent], Any]) -> None:
-        """Also hand every event to ``consumer`` (the asset inventory, an event writer): called from
-        ``on_event`` itself, one call less per event than chaining it next to the runtime."""
+        """Also hand every event to ``consumer`` (an event writer, the Elasticsearch event feed): called
+        from ``on_event`` itself, one call less per event than chaining it next to the runtime."""
         self._taps.append(consumer)
 
     def add_alert_hook(self, hook: Callable[[Alert], None]) -> None:
@@ -264,15 +402,22 @@ class AlertingRuntime:
                 self._accept(alerts)
         self.detectors = list(detectors)
         self._bind_observers()
-
-    def _observe_each(self, event: IcsEvent) -> None:
-        """Several detectors (rules, baseline, ML): each one's alerts are accepted as they come."""
-        for observe in self._observers:
-            alerts = observe(event)
-            if alerts:
-                self._accept(alerts)
+        self._reset_signatures()  # their rules were the old engine's
 
     def on_tick(self, ts: float) -> None:
+        engine = self._engine
+        if engine is not None:
+            forgotten = engine.forgotten()
+            if forgotten != self._forgotten:  # a settled signature may rest on a forgotten value
+                self._forgotten = forgotten
+                self._reset_signatures()
+            elif self._tick_ts is not None and ts < self._tick_ts - 1.0:
+                # The capture clock went back (merged files, a clock restart): refresh-only rules are due
+                # on the new clock, not when the old one would have reached their time.
+                for sig in self._sigs.values():
+                    if sig[5] is not None:
+                        sig[6] = ts
+        self._tick_ts = ts
         for d in self.detectors:
             alerts = d.tick(ts)
             if alerts:

@@ -436,6 +436,9 @@ def main(argv: list[str] | None = None) -> int:
         a.baseline = a.baseline.resolve()
     WORK.mkdir(parents=True, exist_ok=True)
     info = machine()
+    from run_bench import compile_sources  # bench/ is on sys.path (see gen_protocols above)
+
+    info["bytecode"] = compile_sources()
     started = dt.datetime.now(dt.UTC)
     results = [bench_protocol(p, a) for p in (a.protocols or PROTOCOLS)]
     info["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]

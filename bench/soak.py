@@ -316,7 +316,7 @@ def build_sensor(config_path: Path, baseline: Path, model: Path, secret: str) ->
     detectors = [BaselineDetector.from_file(str(baseline)), MlDetector.from_file(str(model))]
     runtime = build_alerting(cfg, detectors)
     inventory = AssetInventory()
-    runtime.tap(inventory.observe)  # wired as `icswatch replay` wires them
+    runtime.attach_inventory(inventory)  # wired as `icswatch replay` wires them
     tap = event_tap(runtime)
     if tap is not None:
         runtime.tap(tap)

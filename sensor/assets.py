@@ -34,7 +34,7 @@ import ipaddress
 import logging
 import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -48,6 +48,7 @@ OUI_DIR = Path(os.environ.get("ICSWATCH_OUI_DIR", "/usr/share/ieee-data"))
 MAX_ASSETS = 10_000  # hosts kept; the ones beyond are counted in ``AssetInventory.dropped``
 MAX_MACS = 4  # MACs kept per asset (a host behind a router shows the router's MAC)
 MAX_PEERS = 64  # peer addresses kept per asset (all are counted)
+MAX_COUNTED_PEERS = 4096  # peers beyond the kept ones remembered to count each once (beyond it: estimated)
 MAX_IDENTITY_KEYS = 32  # keys kept per protocol identity
 MAX_IDENTITY_TEXT = 200  # characters kept per identity value
 MAX_UNITS = 32  # unit ids / common addresses kept per asset
@@ -101,17 +102,25 @@ _ROLE_RANK = {ENGINEERING_STATION: 0, MASTER: 1, HMI: 2, CLIENT: 3}
 # --------------------------------------------------------------------------------------------------
 
 
+_REGISTRIES = (b"MA-L,", b"MA-M,", b"MA-S,", b"IAB,")
+
+
 class OuiDatabase:
     """MAC prefix -> organisation, from the IEEE registries as Debian's ``ieee-data`` ships them.
 
     MA-L (24-bit, oui), MA-M (28-bit, mam) and MA-S / IAB (36-bit, oui36, iab): a lookup tries the
     longest prefix first, as the registries nest (a MA-S block lives inside an IEEE-owned MA-L).
     The ``.csv`` files are read when present (one line per assignment), else ``oui.txt``.
+
+    Why lines are kept as bytes: 46,000 assignments are read at start-up by every run that saves
+    assets, and a plant has a few dozen vendors. Splitting the files into lines keyed by their
+    assignment costs a third of parsing every row as CSV; a row is parsed when a lookup finds it.
     """
 
     def __init__(self, directory: Path = OUI_DIR) -> None:
         self.directory = directory
-        self.by_len: dict[int, dict[str, str]] = {6: {}, 7: {}, 9: {}}
+        self._lines: dict[int, dict[bytes, bytes]] = {6: {}, 7: {}, 9: {}}  # length -> prefix -> CSV row
+        self._found: dict[str, str | None] = {}  # 12-hex-digit prefix looked up -> organisation
         self.available = False
         self._load()
 
@@ -123,27 +132,46 @@ class OuiDatabase:
                 self._load_csv(path, length)
             elif name == "oui" and (d / "oui.txt").is_file():
                 self._load_txt(d / "oui.txt")
-        self.available = bool(self.by_len[6])
+        self.available = bool(self._lines[6])
         if not self.available:
             log.warning("MAC vendor lookup disabled: no OUI database in %s (install it: apt-get install ieee-data)", d)
 
     def _load_csv(self, path: Path, length: int) -> None:
-        table = self.by_len[length]
-        with open(path, encoding="utf-8", errors="replace", newline="") as fh:
-            for row in csv.reader(fh):
-                if len(row) >= 3 and len(row[1]) == length:
-                    table.setdefault(row[1].upper(), row[2].strip())
+        # "MA-L,002272,American Micro-Fuel Device Corp.,2181 Buchanan Loop ..." (the header row has no
+        # assignment of the right length). Reversed, so the first row of an assignment wins, as in the file.
+        lines = path.read_bytes().split(b"\n")
+        rows = {
+            line[i + 1 : i + 1 + length].upper(): line
+            for line in reversed(lines)
+            # a row starts with its registry (a quoted address can go on over several lines)
+            if line.startswith(_REGISTRIES) and line[(i := line.find(b",")) + 1 + length : i + 2 + length] == b","
+        }
+        table = self._lines[length]
+        if table:  # a second registry of the same length (iab after oui36): the first one's rows win
+            rows.update(table)
+        self._lines[length] = rows
 
     def _load_txt(self, path: Path) -> None:
         # "00-22-72   (hex)\t\tAmerican Micro-Fuel Device Corp."
-        table = self.by_len[6]
+        table = self._lines[6]
         with open(path, encoding="utf-8", errors="replace") as fh:
             for line in fh:
                 if "(hex)" in line:
                     prefix, _, org = line.partition("(hex)")
                     key = prefix.strip().replace("-", "").upper()
                     if len(key) == 6:
-                        table.setdefault(key, org.strip())
+                        # kept as a CSV row, like the .csv files' rows
+                        table.setdefault(key.encode(), f'MA-L,{key},"{org.strip().replace(chr(34), "")}"'.encode())
+
+    @staticmethod
+    def _organisation(row: bytes) -> str:
+        fields = next(csv.reader([row.decode("utf-8", errors="replace")]), [])
+        return fields[2].strip() if len(fields) >= 3 else ""
+
+    @property
+    def by_len(self) -> dict[int, dict[str, str]]:
+        """length -> prefix -> organisation, every row parsed (slow: for tools and tests)."""
+        return {n: {k.decode(): self._organisation(v) for k, v in t.items()} for n, t in self._lines.items()}
 
     def lookup(self, mac: str | None) -> str | None:
         """Vendor of a MAC (``aa:bb:cc:dd:ee:ff``), None when unknown, locally administered or group."""
@@ -152,19 +180,28 @@ class OuiDatabase:
         hexes = mac.replace(":", "").replace("-", "").replace(".", "").upper()
         if len(hexes) != 12:
             return None
-        first = int(hexes[:2], 16)
-        if first & 0x03:  # group (multicast) or locally administered: no registered vendor
-            return None
-        for length in (9, 7, 6):
-            org = self.by_len[length].get(hexes[:length])
-            if org is not None:
-                return org
-        return None
+        if hexes in self._found:
+            return self._found[hexes]
+        org = None
+        try:
+            first = int(hexes[:2], 16)
+        except ValueError:
+            first = 0x03  # not hex: no vendor
+        if not first & 0x03:  # group (multicast) or locally administered: no registered vendor
+            key = hexes.encode()
+            for length in (9, 7, 6):
+                row = self._lines[length].get(key[:length])
+                if row is not None:
+                    org = self._organisation(row)
+                    break
+        if len(self._found) < 65_536:
+            self._found[hexes] = org
+        return org
 
 
 @lru_cache(maxsize=1)
 def oui_database() -> OuiDatabase:
-    """The process-wide OUI table, parsed on first use (about 0.3 s, 40k entries)."""
+    """The process-wide OUI table, read on first use (about 25 ms, 46k assignments)."""
     return OuiDatabase()
 
 
@@ -251,6 +288,9 @@ class Asset:
     engineering_ops: Counter = field(default_factory=Counter)  # "protocol function" -> count
     peers: dict[str, int] = field(default_factory=dict)  # bounded sample: peer -> events
     peer_count: int = 0  # distinct peers ever seen (sample may be smaller)
+    # Peers past the kept sample, remembered (up to MAX_COUNTED_PEERS) so each is counted once: the same
+    # peer comes back once per signature folded in. Not stored; a loaded asset counts from its peer_count.
+    more_peers: set[str] = field(default_factory=set)
     units: list[int] = field(default_factory=list)  # unit ids / common addresses it answers for
     identity: dict[str, dict[str, Any]] = field(default_factory=dict)  # protocol -> merged identity
 
@@ -308,12 +348,18 @@ class Asset:
         self.server_protocols.update(other.server_protocols)
         self.initiated.update(other.initiated)
         self.engineering_ops.update(other.engineering_ops)
+        more = self.more_peers
         for p, n in other.peers.items():
             if p in self.peers:
                 self.peers[p] += n
             elif len(self.peers) < MAX_PEERS:
                 self.peers[p] = n
-        self.peer_count = max(self.peer_count, other.peer_count, len(self.peers))
+            elif len(more) < MAX_COUNTED_PEERS:
+                more.add(p)
+        for p in other.more_peers:
+            if p not in self.peers and len(more) < MAX_COUNTED_PEERS:
+                more.add(p)
+        self.peer_count = max(self.peer_count, other.peer_count, len(self.peers) + len(more))
         for u in other.units:
             if u not in self.units and len(self.units) < MAX_UNITS:
                 self.units.append(u)
@@ -441,7 +487,11 @@ class AssetInventory:
     instead bumps one counter per event *signature* (flow, sender, protocol, direction, category,
     function, unit) with its first and last time; the signatures are folded into the assets
     (with their multiplicity) whenever anyone reads ``assets`` / ``records()`` / ``stats()``, or
-    when ``MAX_PENDING_SIGNATURES`` accumulate. Events that carry an identity take the direct path."""
+    when ``MAX_PENDING_SIGNATURES`` accumulate. Events that carry an identity take the direct path.
+
+    Under the alerting runtime the inventory does not even count: the runtime looks every event's
+    signature up for its rules anyway, counts it there, and the inventory pulls those counts when read
+    (``add_source``, ``AlertingRuntime.attach_inventory``)."""
 
     name = "assets"
 
@@ -454,13 +504,31 @@ class AssetInventory:
         self._ports = service_ports()
         # signature -> [events, first ts, last ts, its first event]
         self._pending: dict[tuple[Any, ...], list[Any]] = {}
+        # Callables that hand over signatures counted elsewhere (``add_source``), drained on every read.
+        self._sources: list[Callable[[], list[Any]]] = []
 
     @property
     def assets(self) -> dict[str, Asset]:
         """address -> Asset, with every event observed so far folded in."""
+        if self._sources:
+            self._pull()
         if self._pending:
             self._fold()
         return self._assets
+
+    def add_source(self, drain: Callable[[], list[Any]]) -> None:
+        """Take events counted per signature by someone else (the alerting runtime counts every event's
+        signature anyway, for its rules: ``AlertingRuntime.attach_inventory``). ``drain()`` returns
+        ``(events, first ts, last ts, first event)`` for each signature with events since the last call;
+        the inventory calls it whenever it is read. Events carrying an identity, or no flow, must still
+        come through ``observe``."""
+        self._sources.append(drain)
+
+    def _pull(self) -> None:
+        for drain in self._sources:
+            counted = drain()
+            if counted:
+                self._fold(counted)
 
     # -- the per-event hook -----------------------------------------------------------------------
     def observe(self, event: IcsEvent) -> list:
@@ -470,9 +538,11 @@ class AssetInventory:
             self._direct += 1
             self._apply(event, event.ts, event.ts, 1)
             return []
-        # A flow's endpoints, ports, transport and MACs are fixed by the flow and the sender (the flow
-        # table sets them when the flow starts): the signature needs only what varies between events.
-        key = (flow_id, event.src, event.protocol, event.direction, event.category, event.function_name, event.unit)
+        # A flow's endpoints, transport and MACs are fixed by the flow and the sender's address and port
+        # (the flow table sets them when the flow starts): the signature needs only what varies between
+        # events. (The alerting runtime counts with a finer signature: alerts.runtime.signature_of.)
+        key = (flow_id, event.src, event.sport, event.protocol, event.direction, event.category,
+               event.function_name, event.unit)
         agg = self._pending.get(key)
         if agg is None:
             if len(self._pending) >= MAX_PENDING_SIGNATURES:
@@ -490,26 +560,33 @@ class AssetInventory:
     @property
     def events(self) -> int:
         """Events observed so far (counted per signature on the hot path)."""
+        if self._sources:
+            self._pull()
         return self._direct + self._folded + sum(agg[0] for agg in self._pending.values())
 
     def tick(self, ts: float) -> list:
         return []
 
     def flush(self) -> list:
+        if self._sources:
+            self._pull()
         if self._pending:
             self._fold()
         return []
 
-    def _fold(self) -> None:
-        """Apply the counted signatures, oldest first (so bounded lists keep what came first)."""
-        pending = self._pending
-        self._pending = {}
-        for count, first, last, event in sorted(pending.values(), key=lambda agg: agg[1]):
+    def _fold(self, counted: Iterable[Any] | None = None) -> None:
+        """Apply counted signatures (``counted``, else the pending ones), oldest first (so bounded lists
+        keep what came first). Signature counts never carry an identity: those events come one by one."""
+        if counted is None:
+            counted = self._pending.values()
+            self._pending = {}
+        for count, first, last, event in sorted(counted, key=lambda agg: agg[1]):
             self._folded += count
-            self._apply(event, first, last, count)
+            self._apply(event, first, last, count, identity=False)
 
-    def _apply(self, event: IcsEvent, first: float, last: float, count: int) -> None:
-        """``count`` events like ``event``, seen between ``first`` and ``last``, update the assets."""
+    def _apply(self, event: IcsEvent, first: float, last: float, count: int, identity: bool = True) -> None:
+        """``count`` events like ``event``, seen between ``first`` and ``last``, update the assets (and,
+        with ``identity``, what ``event`` says about its sender)."""
         # A bare SYN (the flow table's connection attempt, naming the ICS protocol of the port) proves
         # nothing about either end: its source may be spoofed (a SYN flood would fill the inventory with
         # a million made-up hosts) and its target may not exist (a scan). It only adds to hosts already
@@ -541,7 +618,7 @@ class AssetInventory:
             if create or c is not None:
                 _peer(s, client, count)
         fields = event.fields
-        if fields:
+        if identity and fields:
             ident = fields.get("identity")
             if ident and isinstance(ident, dict):
                 # The identity is the sender's own (a device's response about itself).
@@ -616,10 +693,15 @@ def _peer(a: Asset, peer: str, count: int = 1) -> None:
     peers = a.peers
     if peer in peers:
         peers[peer] += count
-    else:
+    elif len(peers) < MAX_PEERS:
+        peers[peer] = count
         a.peer_count += 1
-        if len(peers) < MAX_PEERS:
-            peers[peer] = count
+    else:
+        more = a.more_peers
+        if peer not in more:
+            a.peer_count += 1
+            if len(more) < MAX_COUNTED_PEERS:
+                more.add(peer)
 
 
 def address_sort_key(addr: str) -> tuple[int, int, str]:

@@ -29,6 +29,7 @@ from conftest import REPO, SHARED_PCAPS, require_shared
 from alerts.asset_store import VERSION_TABLE, AssetStore, AssetStoreError
 from sensor.assets import (
     MAX_MACS,
+    MAX_PEERS,
     AssetInventory,
     OuiDatabase,
     build_inventory,
@@ -139,6 +140,20 @@ def test_inventory_is_bounded_and_counts_what_it_drops() -> None:
     for i in range(10):  # a host seen with many MACs keeps a few
         inv.observe(ev("10.1.0.1", 40000, "10.0.0.2", 502, src_mac=f"00:0e:8c:01:00:{i:02x}"))
     assert len(inv.assets["10.1.0.1"].macs) == MAX_MACS
+
+
+def test_peers_beyond_the_kept_sample_are_counted_once() -> None:
+    """A server with 100 masters, each polling with three function codes on its own flow: three
+    signatures per peer are folded in, and each peer counts once (64 are kept by name)."""
+    inv = AssetInventory()
+    for i in range(100):
+        for fn in ("read_coils", "read_holding_registers", "read_input_registers"):
+            inv.observe(ev(f"10.2.0.{i + 1}", 40000 + i, "10.0.0.2", 502, fn=fn, flow_id=i + 1))
+    server = inv.assets["10.0.0.2"]
+    assert server.peer_count == 100 and len(server.peers) == MAX_PEERS and server.events == 300
+    again = AssetInventory()
+    again.merge([server, server])  # a stored copy merged twice: still 100 distinct peers
+    assert again.assets["10.0.0.2"].peer_count == 100
 
 
 # --------------------------------------------------------------------------------------------------

@@ -70,7 +70,8 @@ def run_job(settings: Any, job_id: str) -> int:
     cfg.rules.enabled = False  # ... handed in below instead of the plain configured engine
     inventory = AssetInventory()
     store = SQLiteStore(d / "dataset.db", Observer.from_config(cfg.sensor))
-    runtime = build_alerting(cfg, detectors=[engine, inventory], outputs=[store])
+    runtime = build_alerting(cfg, detectors=[engine], outputs=[store])
+    runtime.attach_inventory(inventory)  # as `icswatch replay` does
     pipeline = Pipeline(cfg.sensor, on_event=runtime.on_event, on_tick=runtime.on_tick)
     last = [0.0]
 

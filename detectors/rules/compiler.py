@@ -29,6 +29,14 @@ _NUM_TYPES = frozenset({int, float, bool})
 _NO_FIELDS: dict[str, Any] = {}  # ``(e.fields or _E)``: shared by every rule, never written
 _GEN_IDS = itertools.count(1)
 INDEXED_FIELDS = ("protocol", "direction", "category", "function", "result")
+# What one event *signature* fixes (alerts.runtime.signature_of: flow, sender address and port, protocol,
+# direction, category, function code and name, unit, result). A flow's endpoints, transport and MACs are set
+# when the flow starts, so the sender fixes the receiver too. Every event of a signature reads the same here.
+SIGNATURE_FIELDS = frozenset(
+    INDEXED_FIELDS
+    + ("function_name", "unit", "transport", "src", "dst", "sport", "dport", "client", "server", "server_port",
+       "src_mac", "dst_mac", "flow_id")
+)
 
 
 class CompileError(Exception):
@@ -103,6 +111,13 @@ class Compiled:
     full_match: Callable[[Any], bool] | None = None  # the whole condition, for any event
     residual: str = "True"  # the expression of ``match``
     gen: Any = None  # the generator (namespace and field readers) ``build_step`` continues with
+    # The condition reads only SIGNATURE_FIELDS: it has the same outcome for every event of a signature.
+    signature_match: bool = False
+    # ... and so do the first-seen value and key (``new``): once its value is remembered, it stays known.
+    signature_new: bool = False
+    # ... and so do a distinct threshold's group and value: a signature's later events only refresh the
+    # time its value was last seen (they can never add a value of their own).
+    signature_distinct: bool = False
 
 
 class _Gen:
@@ -390,6 +405,11 @@ def _necessary(rule: Rule, node: Any, field: str) -> frozenset[Any] | None:
     return acc
 
 
+def condition_fields(rule: Rule) -> frozenset[str]:
+    """Every field the rule's selections test (all of them, used by the condition or not)."""
+    return frozenset(t.field for sel in rule.selections.values() for alt in sel.alternatives for t in alt)
+
+
 def compile_rule(rule: Rule, lists: NamedLists) -> Compiled:
     """Compile a validated rule; raise CompileError (with the line) for what only shows here.
 
@@ -414,7 +434,12 @@ def compile_rule(rule: Rule, lists: NamedLists) -> Compiled:
         src = f"def _match(e):\n    return {residual}\n"
         match = gen._function(src, "_match")
     out = Compiled(match=match, source=src, index=index, full_match=full_match, residual=residual, gen=gen)
+    out.signature_match = condition_fields(rule) <= SIGNATURE_FIELDS
+    if rule.new is not None:
+        out.signature_new = out.signature_match and frozenset(rule.new.value + rule.new.per) <= SIGNATURE_FIELDS
     th = rule.threshold
+    if th is not None and th.distinct and rule.new is None:
+        out.signature_distinct = out.signature_match and frozenset((*th.group_by, th.distinct)) <= SIGNATURE_FIELDS
     if th is not None:
         out.group_key = gen.key_fn(th.group_by)
         if th.distinct:

@@ -14,7 +14,7 @@ import fnmatch
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from alerts.records import Alert, alert_id
 from detectors.rules.attack import tactic_order, technique_name, technique_tactics
@@ -38,6 +38,18 @@ log = logging.getLogger(__name__)
 
 SWEEP_EVERY = 60.0  # seconds of capture time between sweeps of stale threshold/suppression state
 MAX_INDEX_KEYS = 65536  # (protocol, direction, category, function) keys cached; far above what protocols produce
+# At most this many seconds of capture time between two runs of a signature's refresh-only rules (distinct
+# thresholds whose value the signature fixes): see RuleEngine.signature_runner.
+REFRESH_SECONDS = 1.0
+
+
+class SignatureRules(NamedTuple):
+    """What ``RuleEngine.signature_runner`` returns for the first event of a signature."""
+
+    alerts: list[Alert] | None  # what that first event raised
+    run: Callable[[IcsEvent], list[Alert] | None] | None  # rules for every later event (None: none)
+    refresh: Callable[[IcsEvent], list[Alert] | None] | None  # rules for one event per ``refresh_seconds``
+    refresh_seconds: float
 
 
 @dataclass
@@ -142,6 +154,36 @@ class CompiledRule:
         if self.new is not None:
             self.new.start(event.ts)
         return self.step(event)
+
+    @property
+    def refresh_only(self) -> bool:
+        """A distinct threshold whose condition, group and value are fixed by an event's signature: a
+        signature's later events can only refresh the time of the value its first event brought."""
+        return self.compiled.signature_distinct
+
+    def settled(self, event: IcsEvent) -> bool:
+        """True when the rule can do nothing for a later event of ``event``'s signature (the same flow,
+        sender, protocol, direction, category, function, unit and result), now that it has run on ``event``.
+
+        That holds when everything the rule reads is fixed by the signature (``Compiled.signature_match``)
+        and either its condition is false, or it is a first-seen rule whose value is now remembered for
+        its key (or is None, or on a ``known`` list): an event of the signature would find it known. Rules
+        that count (thresholds) or that read what varies per event (address, values, fields.*) never are.
+        """
+        compiled = self.compiled
+        if not compiled.signature_match:
+            return False
+        full = compiled.full_match
+        if full is not None and not full(event):
+            return True
+        new = self.new
+        if new is None or self.threshold is not None or not compiled.signature_new:
+            return False
+        value = new.value_key(event)
+        if value is None or (new.known is not None and new.known(value)):
+            return True
+        seen = new.seen.get(new.per_key(event))
+        return seen is not None and value in seen
 
     def finish(self, event: IcsEvent, evidence: tuple[IcsEvent, ...]) -> Alert | None:
         """The rule fired on ``event``: apply suppression, then build the alert."""
@@ -402,6 +444,47 @@ class RuleEngine:
             return run(event) or []
 
         return observe
+
+    def signature_runner(self, event: IcsEvent) -> SignatureRules:
+        """Run the rules on the first event of a signature (alerts.runtime's signature table) and say
+        what the signature's later events need (``SignatureRules``): the bucket's rules minus the ones
+        this event settled (``CompiledRule.settled``), with the distinct thresholds whose group and
+        value the signature fixes set apart (``CompiledRule.refresh_only``).
+
+        In a polling plant nearly every event repeats a signature. Once a talker or a function is known,
+        the first-seen rules of its bucket cannot fire for the signature again; and a scan rule (so many
+        distinct functions from one host within a minute) can learn nothing from a value it already
+        holds except that the value is still in use: refreshing that once a second
+        (``REFRESH_SECONDS``) instead of on every poll moves the value's time by at most a second."""
+        run = self._index.get((event.protocol, event.direction, event.category, event.function, event.result))
+        if run is None:
+            run = self._bucket(event)
+        alerts = run(event)
+        rules: tuple[CompiledRule, ...] = run.rules  # type: ignore[attr-defined]
+        if not rules:
+            return SignatureRules(alerts, None, None, 0.0)
+        try:
+            left = tuple(r for r in rules if not r.settled(event))
+        except Exception:  # noqa: BLE001 - a rule that raises here raises in the bucket too: keep them all
+            return SignatureRules(alerts, run, None, 0.0)
+        every = tuple(r for r in left if not r.refresh_only)
+        refresh = tuple(r for r in left if r.refresh_only)
+        every_run = None if not every else run if len(every) == len(rules) else self._fused_run(every)
+        if not refresh:
+            return SignatureRules(alerts, every_run, None, 0.0)
+        seconds = min(REFRESH_SECONDS, *(r.rule.threshold.within / 10 for r in refresh))  # type: ignore[union-attr]
+        return SignatureRules(alerts, every_run, self._fused_run(refresh), seconds)
+
+    def _fused_run(self, rules: tuple[CompiledRule, ...]) -> Callable[[IcsEvent], list[Alert] | None]:
+        fused = self._fused.get(rules)
+        if fused is None:
+            fused = self._fused[rules] = build_bucket(rules, self._failed)
+        return fused
+
+    def forgotten(self) -> int:
+        """Values the first-seen rules have forgotten so far (assets evicted over ``max_state``). When it
+        grows, signatures settled on a forgotten value must run their full bucket again."""
+        return sum(r.new.evicted for r in self.active if r.new is not None)
 
     def _failed(self, step: Any, event: IcsEvent) -> None:
         for r in self.active:

@@ -173,13 +173,15 @@ def run(args: argparse.Namespace) -> int:
     from alerts.es_sink import event_tap  # ICS events to Elasticsearch too, when configured
 
     es_events = event_tap(alerting) if alerting else None
-    taps = [t for t in (writer, inventory.observe if inventory else None, es_events) if t is not None]
+    taps = [t for t in (writer, es_events) if t is not None]
     if alerting is not None:
         for t in taps:
             alerting.tap(t)  # called from the runtime's own sink: one call less per event
+        if inventory is not None:
+            alerting.attach_inventory(inventory)  # counted with the rules' signature lookup
         on_event = alerting.on_event
     else:
-        on_event = _chain(*taps)
+        on_event = _chain(*taps, *([inventory.observe] if inventory is not None else []))
     pipeline = Pipeline(cfg.sensor, on_event=on_event, on_tick=alerting.on_tick if alerting else None)
     from icswatch.commands.sniff import enable_evidence, evidence_options_from_args
 
