@@ -28,6 +28,7 @@ from alerts.incidents import LEVEL_NAMES_EN, IncidentGrouper
 from alerts.records import Alert, Incident, Observer, iso_time
 from alerts.store import AlertOutput, WriteBatch
 from detectors.base import Detector
+from sensor.assets import AssetEvent
 from sensor.events import IcsEvent
 
 log = logging.getLogger(__name__)
@@ -323,9 +324,10 @@ class AlertingRuntime:
             self._reset_signatures()
         ts = event.ts
         fields = event.fields
-        # [events, first ts, last ts, first event, rules for every event, refresh-only rules, when they
-        # are next due, how often]; the events are counted for the inventory unless it takes them whole
-        entry: list[Any] = [1, ts, ts, event, None, None, _NEVER, 0.0]
+        # [events, first ts, last ts, the first event for the inventory (a copy: keeping the event itself
+        # costs the packet path, see AssetEvent), rules for every event, refresh-only rules, when they are
+        # next due, how often]; the events are counted for the inventory unless it takes them whole
+        entry: list[Any] = [1, ts, ts, AssetEvent.of(event), None, None, _NEVER, 0.0]
         if fields and "identity" in fields:
             self._direct[0](event)
             entry[0] = 0
@@ -361,8 +363,8 @@ class AlertingRuntime:
             if alerts:
                 self._accept(alerts)
 
-    def _drain_signatures(self) -> list[tuple[int, float, float, IcsEvent]]:
-        """(events, first ts, last ts, first event) of each signature with events since the last drain
+    def _drain_signatures(self) -> list[tuple[int, float, float, AssetEvent]]:
+        """(events, first ts, last ts, what the inventory reads of its first event) of each signature with events since the last drain
         (the asset inventory's source: ``attach_inventory``). The entries stay, with their rules."""
         out = []
         for entry in self._sigs.values():
