@@ -4,10 +4,12 @@
 ``runtime.on_event`` / ``runtime.on_tick`` to the sensor pipeline and calls ``runtime.close()`` at
 the end, which returns the ``AlertSummary`` printed under the replay summary.
 
-Per event the runtime does three cheap things: keep the event in a small ring (so an alert can be
+Per event the runtime does four cheap things: keep the event in a small ring (so an alert can be
 stored with the flow's events just before it), feed the events that follow an alert on its flow to
-that alert (while any alert is waiting for them), and call each detector's ``observe``. Everything
-else happens only when an alert fires. Alerts are written in batches: when ``outputs.batch_size``
+that alert (while any alert is waiting for them), look the event's signature up (``signature_of``:
+one dict lookup counts it for the asset inventory and finds the rules the signature still needs,
+see ``_make_on_event``), and call the other detectors' ``observe``. Everything else happens only
+when an alert fires. Alerts are written in batches: when ``outputs.batch_size``
 alerts are pending, when ``outputs.flush_seconds`` of wall-clock time passed since the first pending
 one (checked on every tick, about once per second of capture time), and at ``close()``.
 

@@ -1,8 +1,10 @@
 """RuleEngine: the Detector that runs the YAML rules over IcsEvents.
 
 Per event the cost is one dict lookup that finds the rules which can match an event of that
-(protocol, direction, category, function code, result), then one generated function call per such rule (compiler.py).
-Everything stateful (new, threshold, suppression) runs only after a rule's condition matched.
+(protocol, direction, category, function code, result), then one generated function running them all
+(compiler.build_bucket). Everything stateful (new, threshold, suppression) runs only after a rule's
+condition matched. Under the alerting runtime, ``signature_runner`` narrows that further per event
+signature: the rules an earlier event of the same signature settled are left out.
 
 A rule that raises at run time (a protocol put something unexpected in ``fields``) is counted in
 ``errors`` and skipped for that event; it never stops the other rules or the sensor.
