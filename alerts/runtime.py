@@ -258,7 +258,7 @@ class AlertingRuntime:
         Per event it keeps the event in the context ring, hands it to the taps and to alerts waiting
         for their flow's next events, then looks up the event's *signature* (``signature_of``: flow,
         sender, protocol, direction, category, function, unit, result). A polling plant repeats a few
-        signatures millions of times, so one dict lookup does three things: it counts the event for
+        signatures millions of times, so one dict lookup does two things: it counts the event for
         the asset inventory (events, first and last time per signature), and it finds the rules to run,
         which the engine narrowed down when the signature first came (``RuleEngine.signature_runner``:
         a first-seen rule whose talker or function is known cannot fire for the signature again).
