@@ -6,7 +6,7 @@ the end, which returns the ``AlertSummary`` printed under the replay summary.
 
 Per event the runtime does four cheap things: keep the event in a small ring (so an alert can be
 stored with the flow's events just before it), feed the events that follow an alert on its flow to
-that alert (while any alert is waiting for them), look the event's signature up (``signature_of``:
+that alert (while any alert is waiting for them), look the event's signature up (``sensor.events.signature_of``:
 one dict lookup counts it for the asset inventory and finds the rules the signature still needs,
 see ``_make_on_event``), and call the other detectors' ``observe``. Everything else happens only
 when an alert fires. Alerts are written in batches: when ``outputs.batch_size``
@@ -169,16 +169,6 @@ def describe_evidence(alert: Alert, limit: int = 3) -> str:
 _NEVER = float("inf")
 
 
-def signature_of(event: IcsEvent) -> tuple[Any, ...]:
-    """What the events a polling plant repeats have in common: flow, sender (address and port: a host
-    talking to itself is both ends of its flow), protocol, direction, category, function code and name,
-    unit, result. A flow fixes the rest of the addressing for a sender (receiver, transport, MACs), so
-    every event of a signature reads the same in each field ``detectors.rules.compiler.SIGNATURE_FIELDS``
-    names. ``AlertingRuntime``'s per-event function builds the same tuple inline."""
-    return (event.flow_id, event.src, event.sport, event.protocol, event.direction, event.category,
-            event.function, event.function_name, event.unit, event.result)
-
-
 def _ignore(event: IcsEvent) -> None:
     return None
 
@@ -285,12 +275,13 @@ class AlertingRuntime:
             if after and flow_id in after:
                 watch_after(event)
             if flow_id:
-                sig = sigs_get(  # signature_of(event), inlined
-                    (flow_id, event.src, event.sport, event.protocol, event.direction, event.category,
-                     event.function, event.function_name, event.unit, event.result)
+                key = (  # signature_of(event), inlined
+                    flow_id, event.src, event.sport, event.protocol, event.direction, event.category,
+                    event.function, event.function_name, event.unit, event.result,
                 )
+                sig = sigs_get(key)
                 if sig is None:
-                    first_of_signature(event)
+                    first_of_signature(event, key)
                 else:
                     ts = event.ts
                     fields = event.fields
@@ -320,7 +311,7 @@ class AlertingRuntime:
         """The pipeline's event sink (``__init__`` binds the fast version of it on the instance)."""
         self.__dict__["on_event"](event)
 
-    def _first_of_signature(self, event: IcsEvent) -> None:
+    def _first_of_signature(self, event: IcsEvent, key: tuple[Any, ...]) -> None:
         sigs = self._sigs
         if len(sigs) >= MAX_SIGNATURES:
             self._reset_signatures()
@@ -333,7 +324,7 @@ class AlertingRuntime:
         if fields and "identity" in fields:
             self._direct[0](event)
             entry[0] = 0
-        sigs[signature_of(event)] = entry
+        sigs[key] = entry
         engine = self._engine
         if engine is not None:
             alerts, entry[4], entry[5], entry[7] = engine.signature_runner(event)

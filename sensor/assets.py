@@ -40,7 +40,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sensor.events import CONTROL, PROGRAM, REQUEST, WRITE, IcsEvent
+from sensor.events import CONTROL, PROGRAM, REQUEST, WRITE, IcsEvent, signature_of
 
 log = logging.getLogger(__name__)
 
@@ -517,8 +517,8 @@ class AssetInventory:
 
     Why the hot path only counts: a polling plant repeats the same few operations between the same
     pairs millions of times, and each one would cost a dozen dict and counter updates. ``observe``
-    instead bumps one counter per event *signature* (flow, sender, protocol, direction, category,
-    function, unit) with its first and last time; the signatures are folded into the assets
+    instead bumps one counter per event *signature* (``sensor.events.signature_of``) with its first
+    and last time; the signatures are folded into the assets
     (with their multiplicity) whenever anyone reads ``assets`` / ``records()`` / ``stats()``, or
     when ``MAX_PENDING_SIGNATURES`` accumulate. Events that carry an identity take the direct path.
 
@@ -574,9 +574,8 @@ class AssetInventory:
             return []
         # A flow's endpoints, transport and MACs are fixed by the flow and the sender's address and port
         # (the flow table sets them when the flow starts): the signature needs only what varies between
-        # events. (The alerting runtime counts with a finer signature: alerts.runtime.signature_of.)
-        key = (flow_id, event.src, event.sport, event.protocol, event.direction, event.category,
-               event.function_name, event.unit)
+        # events. The same signature the alerting runtime counts by, when it feeds the inventory.
+        key = signature_of(event)
         agg = self._pending.get(key)
         if agg is None:
             if len(self._pending) >= MAX_PENDING_SIGNATURES:

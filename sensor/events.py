@@ -119,3 +119,14 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     return value
+
+
+def signature_of(event: IcsEvent) -> tuple[Any, ...]:
+    """What the events a polling plant repeats have in common: flow, sender (address and port: a host
+    talking to itself is both ends of its flow), protocol, direction, category, function code and name,
+    unit, result. A flow fixes the rest of the addressing for a sender (receiver, transport, MACs), so
+    every event of a signature reads the same in each field ``detectors.rules.compiler.SIGNATURE_FIELDS``
+    names. ``alerts.runtime.AlertingRuntime``'s per-event function builds the same tuple inline; the
+    asset inventory counts events by it."""
+    return (event.flow_id, event.src, event.sport, event.protocol, event.direction, event.category,
+            event.function, event.function_name, event.unit, event.result)

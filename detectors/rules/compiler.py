@@ -29,7 +29,7 @@ _NUM_TYPES = frozenset({int, float, bool})
 _NO_FIELDS: dict[str, Any] = {}  # ``(e.fields or _E)``: shared by every rule, never written
 _GEN_IDS = itertools.count(1)
 INDEXED_FIELDS = ("protocol", "direction", "category", "function", "result")
-# What one event *signature* fixes (alerts.runtime.signature_of: flow, sender address and port, protocol,
+# What one event *signature* fixes (sensor.events.signature_of: flow, sender address and port, protocol,
 # direction, category, function code and name, unit, result). A flow's endpoints, transport and MACs are set
 # when the flow starts, so the sender fixes the receiver too. Every event of a signature reads the same here.
 SIGNATURE_FIELDS = frozenset(

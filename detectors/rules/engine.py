@@ -471,7 +471,12 @@ class RuleEngine:
             return SignatureRules(alerts, run, None, 0.0)
         every = tuple(r for r in left if not r.refresh_only)
         refresh = tuple(r for r in left if r.refresh_only)
-        every_run = None if not every else run if len(every) == len(rules) else self._fused_run(every)
+        if not every:
+            every_run = None
+        elif len(every) == len(rules):
+            every_run = run  # nothing settled, nothing refresh-only: the bucket as it is
+        else:
+            every_run = self._fused_run(every)
         if not refresh:
             return SignatureRules(alerts, every_run, None, 0.0)
         seconds = min(REFRESH_SECONDS, *(r.rule.threshold.within / 10 for r in refresh))  # type: ignore[union-attr]

@@ -7,7 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -121,29 +121,6 @@ class EventWriter:
         self._fh.close()
 
 
-def _chain(*callbacks: Callable[[Any], None] | None) -> Callable[[Any], None] | None:
-    live = [c for c in callbacks if c is not None]
-    if not live:
-        return None
-    if len(live) == 1:
-        return live[0]
-
-    if len(live) == 2:  # the usual replay: assets and alerting; straight calls, no loop per event
-        first, second = live
-
-        def call2(x: Any) -> None:
-            first(x)
-            second(x)
-
-        return call2
-
-    def call(x: Any) -> None:
-        for c in live:
-            c(x)
-
-    return call
-
-
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     err = Console(stderr=True, soft_wrap=True)
@@ -180,8 +157,8 @@ def run(args: argparse.Namespace) -> int:
         if inventory is not None:
             alerting.attach_inventory(inventory)  # counted with the rules' signature lookup
         on_event = alerting.on_event
-    else:
-        on_event = _chain(*taps, *([inventory.observe] if inventory is not None else []))
+    else:  # no runtime: no SQLite output (so no inventory) and no Elasticsearch; events to a file at most
+        on_event = writer
     pipeline = Pipeline(cfg.sensor, on_event=on_event, on_tick=alerting.on_tick if alerting else None)
     from icswatch.commands.sniff import enable_evidence, evidence_options_from_args
 
