@@ -24,6 +24,9 @@ Legs (see bench/README.md for how to read them):
 - ``replay pairs``       ``inspect`` and ``replay`` run back to back ``--pairs`` times (default 3): issue 3's
   ratio is judged on the median of the pairs' ratios, which a machine whose speed drifts between legs
   does not bias.
+- ``replay breakdown``   with ``--breakdown N``: ``inspect``, ``replay``, ``replay --no-rules`` and
+  ``replay --no-db`` in alternation, N rounds; the differences of their median CPU times say what the
+  rules (with their alerts), the SQLite store and the rest of the alerting runtime cost.
 - ``tshark fields``      ``tshark -n -r FILE -T fields -e mbtcp.trans_id -e modbus.func_code -E occurrence=a``,
   the way the ground truth is produced; its output goes to a file in bench/out/ and is counted after
   the timing, so the run also shows whether icswatch and tshark agree on this file.
@@ -217,6 +220,11 @@ def worker_floor(path: str, what: str) -> int:
     sensor path with every protocol analyzer replaced by one that ignores its data (decode, flow table,
     reassembly, dispatch: bench/protocol_bench.py's floor). No protocol parsing makes either faster,
     so a target above a floor cannot be met by work on the protocol modules.
+
+    Under ``replay`` (``--breakdown``): ``events``: the whole sensor, its events handed to a function
+    that drops them. ``signatures``: the same, each event counted under its signature (the key of
+    ``alerts.runtime``'s table, built inline as the runtime does) with its last time, nothing else: the
+    least a runtime that keeps per-signature counts for the asset inventory does per event.
     """
     sys.path.insert(0, str(REPO))
     from sensor.capture import CaptureReader
@@ -230,6 +238,25 @@ def worker_floor(path: str, what: str) -> int:
             for _record in reader:
                 n += 1
         result: dict[str, Any] = {"packets": n}
+    elif what in ("events", "signatures"):
+        table: dict[tuple[Any, ...], list[Any]] = {}
+        get = table.get
+
+        def drop(event: Any) -> None:
+            pass
+
+        def count(e: Any) -> None:
+            key = (e.flow_id, e.src, e.sport, e.protocol, e.direction, e.category, e.function, e.function_name,
+                   e.unit, e.result)  # sensor.events.signature_of, inlined like alerts.runtime does
+            entry = get(key)
+            if entry is None:
+                table[key] = [1, e.ts]
+            else:
+                entry[0] += 1
+                entry[1] = e.ts
+
+        done = Pipeline(None, on_event=drop if what == "events" else count).replay_file(path)
+        result = {"packets": done.packets, "events": done.events, "signatures": len(table)}
     else:
         from protocol_bench import _floor_registry
 
@@ -439,6 +466,56 @@ def paired_replay_ratio(path: Path, a: argparse.Namespace) -> dict[str, Any]:
             "min": min(ratios), "max": max(ratios)}
 
 
+# Where replay's time over inspect goes: each variant leaves one part out (--breakdown).
+BREAKDOWN: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("inspect", ("inspect", "--json")),
+    ("replay", ("replay", "-q")),
+    ("replay --no-rules", ("replay", "-q", "--no-rules")),
+    ("replay --no-db", ("replay", "-q", "--no-db")),
+    ("pipeline, events dropped", ("--worker", "floor", "{path}", "events")),
+    ("pipeline, events counted by signature", ("--worker", "floor", "{path}", "signatures")),
+)
+
+
+def replay_breakdown(path: Path, rounds: int) -> dict[str, Any]:
+    """What each part of ``replay`` costs over ``inspect``: the ``BREAKDOWN`` variants run in
+    alternation ``rounds`` times (so a drift of the machine's speed spreads over all of them), and the
+    medians of their CPU times are subtracted. ``--no-rules`` leaves out the rule engine and so every
+    alert; ``--no-db`` the SQLite store (alerts, incidents, context events, the asset inventory's save).
+    What ``--no-rules`` still costs over ``inspect`` is the runtime's own per-event work (the signature
+    table, the inventory's counts) and the start-up of the alerting path."""
+    scratch = OUT / "replay-breakdown"
+    cpu: dict[str, list[float]] = {name: [] for name, _ in BREAKDOWN}
+    for _ in range(rounds):
+        for name, (command, *extra) in BREAKDOWN:
+            shutil.rmtree(scratch, ignore_errors=True)
+            scratch.mkdir(parents=True)
+            if command == "--worker":  # this script's in-process floor (its CPU time includes imports, like its peer)
+                cmd = [sys.executable, str(Path(__file__).resolve()), command, *(x.format(path=path.resolve()) for x in extra)]
+            else:
+                cmd = icswatch_cmd(command, str(path.resolve()), *extra)
+            _, seconds, _, code, tail = run_measured(cmd, cwd=scratch)
+            if code not in (0, 3):
+                return {"error": f"{name}: exit {code}: {tail[-200:]}"}
+            cpu[name].append(round(seconds, 2))
+    med = {name: statistics.median(v) for name, v in cpu.items()}
+    base = med["inspect"]
+    return {
+        "rounds": rounds,
+        "cpu": cpu,
+        "median_cpu": med,
+        "of_inspect": {name: round(base / v, 3) for name, v in med.items() if name != "inspect" and not name.startswith("pipeline")},
+        "seconds": {
+            "runtime without rules (signature table, inventory counts, start-up)": round(med["replay --no-rules"] - base, 2),
+            "rules and their alerts": round(med["replay"] - med["replay --no-rules"], 2),
+            "SQLite store": round(med["replay"] - med["replay --no-db"], 2),
+            "allowed by the 70% target": round(base / TARGETS["replay_vs_inspect"] - base, 2),
+            "(floor) counting each event by signature, nothing else": round(
+                med["pipeline, events counted by signature"] - med["pipeline, events dropped"], 2),
+        },
+    }
+
+
 def ratio(a: float, b: float) -> float | None:
     return round(a / b, 2) if a and b else None
 
@@ -462,6 +539,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--replay-args", default="", help="extra arguments for icswatch replay (one string)")
     ap.add_argument("--pairs", type=int, default=3,
                     help="inspect/replay runs in alternation for issue 3's ratio (default 3; 0: skip)")
+    ap.add_argument("--breakdown", type=int, default=0, metavar="N",
+                    help="also run replay with parts left out (--no-rules, --no-db) N times in alternation with "
+                         "inspect and replay, and say what each part costs (default 0: skip)")
     ap.add_argument("--no-rss-check", action="store_true", help="skip the peak-RSS run on a 2x capture")
     ap.add_argument("--profile", nargs="?", const="cprofile", choices=("cprofile", "pyinstrument"),
                     help="profile the in-process run (bench/out/profile.*)")
@@ -584,6 +664,10 @@ def main(argv: list[str] | None = None) -> int:
     elif a.replay == "auto":
         legs["replay"] = Leg("icswatch replay", skipped="`icswatch replay` not available yet")
     paired = paired_replay_ratio(path, a) if want_replay and a.pairs > 0 else {}
+    breakdown: dict[str, Any] = {}
+    if want_replay and a.breakdown > 0:
+        say(f"replay breakdown, {a.breakdown} rounds ...")
+        breakdown = replay_breakdown(path, a.breakdown)
 
     # tshark
     if not a.no_tshark and shutil.which("tshark"):
@@ -702,6 +786,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratios": ratios,
         "rss_check": rss,
         "replay_pairs": paired,
+        "replay_breakdown": breakdown,
         "targets": targets,
     }
     print_report(report, legs, ins)
@@ -768,6 +853,15 @@ def print_report(report: dict[str, Any], legs: dict[str, Leg], ins: float) -> No
             print(" | ".join(r))
         for name, v in report["targets"].items():
             print(f"{name}: {v['value']} {'ok' if v['ok'] else 'MISSED'}")
+    breakdown = report.get("replay_breakdown") or {}
+    if breakdown.get("seconds"):
+        print(f"replay breakdown (CPU s over inspect, medians of {breakdown['rounds']} rounds; "
+              f"inspect {breakdown['median_cpu']['inspect']:.2f} s):")
+        for what, seconds in breakdown["seconds"].items():
+            print(f"  {seconds:6.2f}  {what}")
+        print("  of inspect: " + ", ".join(f"{k} {v:.2f}" for k, v in breakdown["of_inspect"].items()))
+    elif breakdown.get("error"):
+        print(f"replay breakdown failed: {breakdown['error']}")
     if any(leg.extrapolated for leg in legs.values()):
         print("* rate measured on a prefix of the file and extrapolated (see note)")
 

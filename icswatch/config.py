@@ -178,7 +178,12 @@ class OutputsConfig(_Model):
         1.0, ge=0, description="wall-clock seconds after which a partial batch is written anyway (live capture)"
     )
     context_events: int = Field(
-        3, ge=0, le=1000, description="events of the same flow stored before and after each alert (evidence context)"
+        3,
+        ge=0,
+        le=1000,
+        description="context stored with each alert: up to this many events of its flow after it, and before it those "
+        "still in the runtime's ring of recent events (the last max(16, 4 x this) events of all flows; on a busy link "
+        "often none, the evidence pcap keeps the flow's packets from before the alert)",
     )
     sqlite_synchronous: str = Field(
         "NORMAL",
