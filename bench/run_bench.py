@@ -246,6 +246,8 @@ def worker_floor(path: str, what: str) -> int:
             pass
 
         def count(e: Any) -> None:
+            if not e.flow_id:  # the runtime hands events without a flow to the inventory whole
+                return
             key = (e.flow_id, e.src, e.sport, e.protocol, e.direction, e.category, e.function, e.function_name,
                    e.unit, e.result)  # sensor.events.signature_of, inlined like alerts.runtime does
             entry = get(key)
