@@ -24,9 +24,11 @@ Legs (see bench/README.md for how to read them):
 - ``replay pairs``       ``inspect`` and ``replay`` run back to back ``--pairs`` times (default 3): issue 3's
   ratio is judged on the median of the pairs' ratios, which a machine whose speed drifts between legs
   does not bias.
-- ``replay breakdown``   with ``--breakdown N``: ``inspect``, ``replay``, ``replay --no-rules`` and
-  ``replay --no-db`` in alternation, N rounds; the differences of their median CPU times say what the
-  rules (with their alerts), the SQLite store and the rest of the alerting runtime cost.
+- ``replay breakdown``   with ``--breakdown N``: ``inspect``, ``replay``, ``replay --no-rules``,
+  ``replay --no-db`` and two in-process floors (the sensor dropping its events; counting each under its
+  signature) in alternation, N rounds; the differences of their median CPU times say what the rules
+  (with their alerts), the SQLite store, the rest of the alerting runtime and per-signature counting
+  alone cost.
 - ``tshark fields``      ``tshark -n -r FILE -T fields -e mbtcp.trans_id -e modbus.func_code -E occurrence=a``,
   the way the ground truth is produced; its output goes to a file in bench/out/ and is counted after
   the timing, so the run also shows whether icswatch and tshark agree on this file.
@@ -542,8 +544,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pairs", type=int, default=3,
                     help="inspect/replay runs in alternation for issue 3's ratio (default 3; 0: skip)")
     ap.add_argument("--breakdown", type=int, default=0, metavar="N",
-                    help="also run replay with parts left out (--no-rules, --no-db) N times in alternation with "
-                         "inspect and replay, and say what each part costs (default 0: skip)")
+                    help="also run replay with parts left out (--no-rules, --no-db) and two in-process floors N "
+                         "times in alternation with inspect and replay, and say what each part costs (default 0: skip)")
     ap.add_argument("--no-rss-check", action="store_true", help="skip the peak-RSS run on a 2x capture")
     ap.add_argument("--profile", nargs="?", const="cprofile", choices=("cprofile", "pyinstrument"),
                     help="profile the in-process run (bench/out/profile.*)")
