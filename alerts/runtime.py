@@ -31,7 +31,7 @@ from alerts.records import Alert, Incident, Observer, iso_time
 from alerts.store import AlertOutput, WriteBatch
 from detectors.base import Detector
 from sensor.assets import AssetEvent
-from sensor.events import IcsEvent
+from sensor.events import OK, IcsEvent, signature_of
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +225,11 @@ class AlertingRuntime:
         # The signature table (see ``_make_on_event``): ``signature_of(event)`` -> [events, first ts, last ts,
         # first event, rules for every event, refresh-only rules, when they are due, how often].
         self._sigs: dict[tuple[Any, ...], list[Any]] = {}
+        # The same, for responses that only restate their request (sensor.assets.restates_request) and
+        # that a rule reads: their rules, never counts (the inventory counts the operation at the request).
+        self._answers: dict[tuple[Any, ...], list[Any]] = {}
+        # (protocol, direction, category, function, result) -> True when no rule reads such events
+        self._quiet: dict[tuple[Any, ...], bool] = {}
         self._inventory: Any = None  # sensor.assets.AssetInventory, when attached
         # One-slot lists the per-event function reads, refilled by attach_inventory / replace_detectors:
         self._direct: list[Callable[[IcsEvent], Any]] = [_ignore]  # events the inventory takes one by one
@@ -236,6 +241,7 @@ class AlertingRuntime:
         self.on_event = self._make_on_event()  # type: ignore[method-assign]
 
     def _bind_observers(self) -> None:
+        self._quiet.clear()
         self._engine = next((d for d in self.detectors if callable(getattr(d, "signature_runner", None))), None)
         self._forgotten = self._engine.forgotten() if self._engine is not None else 0
         self._observers = tuple(d.observe for d in self.detectors if d is not self._engine)
@@ -252,7 +258,9 @@ class AlertingRuntime:
         the asset inventory (events, first and last time per signature), and it finds the rules to run,
         which the engine narrowed down when the signature first came (``RuleEngine.signature_runner``:
         a first-seen rule whose talker or function is known cannot fire for the signature again).
-        Events without a flow, and events carrying a device's identity, also take the slow paths.
+        Events without a flow, and events carrying a device's identity, also take the slow paths. A
+        response its analyzer paired with the request, answered ok, restates the request for the
+        inventory (``sensor.assets.restates_request``): it skips the table unless a rule reads its kind.
         The detectors and the inventory are read through one-slot lists and methods, so a pipeline
         holding this function stays valid across ``replace_detectors`` (a SIGHUP reload)."""
         ring_append = self._ring.append
@@ -266,6 +274,9 @@ class AlertingRuntime:
         direct = self._direct
         others = self._others
         refresh = self._refresh
+        quiet_get = self._quiet.get  # never rebound, only cleared
+        answer = self._answer
+        ok = OK
 
         def on_event(event: IcsEvent) -> None:
             ring_append(event)
@@ -274,7 +285,14 @@ class AlertingRuntime:
             flow_id = event.flow_id
             if after and flow_id in after:
                 watch_after(event)
-            if flow_id:
+            if not flow_id:
+                flowless(event)
+            elif event.latency is not None and event.result == ok and not ((fields := event.fields) and "identity" in fields):
+                # A response paired with its request, answered ok (sensor.assets.restates_request): the
+                # inventory counted the operation at the request; only a rule reading such answers needs it.
+                if quiet_get((event.protocol, event.direction, event.category, event.function, ok)) is not True:
+                    answer(event)
+            else:
                 key = (  # signature_of(event), inlined
                     flow_id, event.src, event.sport, event.protocol, event.direction, event.category,
                     event.function, event.function_name, event.unit, event.result,
@@ -300,8 +318,6 @@ class AlertingRuntime:
                             accept(alerts)
                     if ts >= sig[6]:  # the signature's refresh-only rules are due (never, when it has none)
                         refresh(sig, event)
-            else:
-                flowless(event)
             if others[0] is not None:
                 others[0](event)
 
@@ -311,8 +327,8 @@ class AlertingRuntime:
         """The pipeline's event sink (``__init__`` binds the fast version of it on the instance)."""
         self.__dict__["on_event"](event)
 
-    def _first_of_signature(self, event: IcsEvent, key: tuple[Any, ...]) -> None:
-        sigs = self._sigs
+    def _first_of_signature(self, event: IcsEvent, key: tuple[Any, ...], counted: bool = True) -> None:
+        sigs = self._sigs if counted else self._answers
         if len(sigs) >= MAX_SIGNATURES:
             self._reset_signatures()
         ts = event.ts
@@ -320,10 +336,14 @@ class AlertingRuntime:
         # [events, first ts, last ts, the first event for the inventory (a copy: keeping the event itself
         # costs the packet path, see AssetEvent), rules for every event, refresh-only rules, when they are
         # next due, how often]; the events are counted for the inventory unless it takes them whole
-        entry: list[Any] = [1, ts, ts, AssetEvent.of(event), None, None, _NEVER, 0.0]
-        if fields and "identity" in fields:
-            self._direct[0](event)
-            entry[0] = 0
+        # (identities) or they restate their request (the answers' table)
+        if counted:
+            entry: list[Any] = [1, ts, ts, AssetEvent.of(event), None, None, _NEVER, 0.0]
+            if fields and "identity" in fields:
+                self._direct[0](event)
+                entry[0] = 0
+        else:
+            entry = [0, ts, ts, None, None, None, _NEVER, 0.0]
         sigs[key] = entry
         engine = self._engine
         if engine is not None:
@@ -332,6 +352,30 @@ class AlertingRuntime:
                 entry[6] = ts + entry[7]
             if alerts:
                 self._accept(alerts)
+
+    def _answer(self, event: IcsEvent) -> None:
+        """A response that restates its request (``sensor.assets.restates_request``), of a kind no rule
+        is known not to read: if a rule reads it, it runs through the answers' table (the signature
+        table's rules, without the counts); otherwise the kind is remembered as quiet."""
+        shape = (event.protocol, event.direction, event.category, event.function, event.result)
+        quiet = self._quiet.get(shape)
+        if quiet is None:
+            engine = self._engine
+            quiet = self._quiet[shape] = engine is None or not engine.reads(event)
+        if quiet:
+            return
+        key = signature_of(event)
+        sig = self._answers.get(key)
+        if sig is None:
+            self._first_of_signature(event, key, counted=False)
+            return
+        run = sig[4]
+        if run is not None:
+            alerts = run(event)
+            if alerts:
+                self._accept(alerts)
+        if event.ts >= sig[6]:
+            self._refresh(sig, event)
 
     def _refresh(self, sig: list[Any], event: IcsEvent) -> None:
         sig[6] = event.ts + sig[7]
@@ -372,6 +416,7 @@ class AlertingRuntime:
         if self._inventory is not None:
             self._inventory.flush()  # pulls the counts through _drain_signatures
         self._sigs.clear()
+        self._answers.clear()
 
     def attach_inventory(self, inventory: Any) -> None:
         """Keep ``inventory`` (sensor.assets.AssetInventory) up to date from the signature table: it pulls
@@ -409,9 +454,10 @@ class AlertingRuntime:
             elif self._tick_ts is not None and ts < self._tick_ts - 1.0:
                 # The capture clock went back (merged files, a clock restart): refresh-only rules are due
                 # on the new clock, not when the old one would have reached their time.
-                for sig in self._sigs.values():
-                    if sig[5] is not None:
-                        sig[6] = ts
+                for table in (self._sigs, self._answers):
+                    for sig in table.values():
+                        if sig[5] is not None:
+                            sig[6] = ts
         self._tick_ts = ts
         for d in self.detectors:
             alerts = d.tick(ts)

@@ -40,7 +40,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sensor.events import CONTROL, PROGRAM, REQUEST, WRITE, IcsEvent, signature_of
+from sensor.events import CONTROL, OK, PROGRAM, REQUEST, WRITE, IcsEvent, signature_of
 
 log = logging.getLogger(__name__)
 
@@ -268,6 +268,19 @@ def _unusable_mac(mac: str) -> bool:
     """Group (multicast/broadcast) MACs name no station; all-zero MACs are what anonymised or
     synthetic captures carry (and would read as Xerox's OUI)."""
     return bool(int(mac[:2], 16) & 0x01) or mac.strip("0:") == ""
+
+
+def restates_request(event: IcsEvent) -> bool:
+    """True for a response its analyzer paired with the request (``latency`` is set only then),
+    answered ``ok``, without a device identity: it names the same two hosts, protocol and unit as the
+    request it answers, and tells nothing new about them. The inventory counts the operation once, at
+    its request; an exception, an identity or a response whose request was not seen still counts on its
+    own. (Also what lets the alerting runtime leave such answers out of its signature table when no
+    rule reads them: docs/performance.md.)"""
+    if event.latency is None or event.result != OK:
+        return False
+    fields = event.fields
+    return not (fields and "identity" in fields)
 
 
 class AssetEvent(NamedTuple):
@@ -566,6 +579,8 @@ class AssetInventory:
 
     # -- the per-event hook -----------------------------------------------------------------------
     def observe(self, event: IcsEvent) -> list:
+        if restates_request(event):
+            return []
         fields = event.fields
         flow_id = event.flow_id
         if not flow_id or fields and "identity" in fields:

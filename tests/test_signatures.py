@@ -16,7 +16,7 @@ from rules_testutil import REPO, T0, engine_from, ev
 from alerts.runtime import AlertingRuntime
 from detectors.rules import RuleEngine
 from icswatch.config import load_config
-from sensor.assets import AssetInventory
+from sensor.assets import AssetInventory, restates_request
 from sensor.events import IcsEvent
 from sensor.pipeline import Pipeline
 
@@ -107,7 +107,8 @@ def test_inventory_from_signatures_equals_one_fed_event_by_event() -> None:
             direct.observe(e)
             rt.on_event(e)
         assert counted.records() == direct.records(), path.name
-        assert counted.events == direct.events == len(events)
+        # an operation counts once: a response that restates its request is not counted again
+        assert counted.events == direct.events == sum(not restates_request(e) for e in events)
 
 
 # -- what the engine narrows a signature down to ---------------------------------------------------------
@@ -229,3 +230,68 @@ def test_pipeline_flow_fixes_what_the_signature_leaves_out() -> None:
                 continue
             fixed = (e.dst, e.dport, e.transport, e.src_mac, e.dst_mac)
             assert seen.setdefault((e.flow_id, e.src, e.sport), fixed) == fixed, (path.name, e.to_dict())
+
+
+ANSWER_RULES = """
+rules:
+  - id: slow-answer
+    title: a read answered slowly
+    severity: low
+    techniques: [T0801]
+    suppress: {for: 0}
+    detection:
+      r: {direction: response, category: read, latency|gt: 0.5}
+"""
+
+
+def answer(fc: int, ts: float, latency: float | None, **kw: Any) -> IcsEvent:
+    """A Modbus response from the PLC of ``poll``'s flow (``latency`` set: paired with its request)."""
+    return ev(fc, f"fc{fc}", kw.pop("category", "read"), ts=ts, src="10.10.2.11", sport=502, dst="10.10.1.10",
+              dport=49152, direction="response", flow_id=7, latency=latency, **kw)
+
+
+def test_an_operation_counts_once_in_the_inventory() -> None:
+    """A response paired with its request (latency set), answered ok, restates the request: both the
+    signature path and the event-by-event path count the operation once, at the request. An exception,
+    an identity, or a response whose request was not seen counts on its own."""
+    events = [
+        poll(3, T0),
+        answer(3, T0 + 0.01, 0.01),  # restates its request
+        answer(3, T0 + 0.02, None),  # its request was not seen
+        answer(3, T0 + 0.03, 0.01, result="exception", code=2),  # says something new
+        answer(43, T0 + 0.04, 0.01, category="diagnostic", fields={"identity": {"vendor": "Acme"}}),
+        answer(3, T0 + 5.0, 0.01),  # restates its request: the PLC's last time stays the identity's
+    ]
+    assert [restates_request(e) for e in events] == [False, True, False, False, False, True]
+    direct, counted = AssetInventory(), AssetInventory()
+    rt = AlertingRuntime([engine_from(RULES)])
+    rt.attach_inventory(counted)
+    for e in events:
+        direct.observe(e)
+        rt.on_event(e)
+    assert counted.records() == direct.records()
+    assert counted.events == direct.events == 4
+    plc = counted.assets["10.10.2.11"]
+    assert plc.events == 4 and plc.last_seen == T0 + 0.04
+    assert plc.identity == {"modbus": {"vendor": "Acme"}}
+    assert not rt._answers  # no rule reads ok read responses: they never entered a table
+
+
+def test_a_rule_that_reads_answers_still_runs_on_them() -> None:
+    """Leaving answers out of the signature table is only for kinds no rule reads: a rule on read
+    responses fires on paired answers as on the per-event path, through the answers' table, and the
+    answers are still not counted."""
+    events = [poll(3, T0), answer(3, T0 + 0.1, 0.1), poll(3, T0 + 1), answer(3, T0 + 1.9, 0.9),
+              poll(3, T0 + 2), answer(3, T0 + 2.1, 0.1), poll(3, T0 + 3), answer(3, T0 + 3.8, 0.8)]
+    engine = engine_from(ANSWER_RULES)
+    reference = [(a.rule_id, a.ts) for e in events for a in engine.observe(e)]
+    assert reference == [("slow-answer", T0 + 1.9), ("slow-answer", T0 + 3.8)]
+    rt = AlertingRuntime([engine_from(ANSWER_RULES)])
+    inventory = AssetInventory()
+    rt.attach_inventory(inventory)
+    got: list[tuple[str, float]] = []
+    rt.add_alert_hook(lambda a: got.append((a.rule_id, a.ts)))
+    for e in events:
+        rt.on_event(e)
+    assert got == reference
+    assert len(rt._answers) == 1 and inventory.events == 4  # the four requests

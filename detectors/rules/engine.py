@@ -447,6 +447,14 @@ class RuleEngine:
 
         return observe
 
+    def reads(self, event: IcsEvent) -> bool:
+        """Whether any active rule can match an event of ``event``'s protocol, direction, category,
+        function and result (its index bucket holds rules)."""
+        run = self._index.get((event.protocol, event.direction, event.category, event.function, event.result))
+        if run is None:
+            run = self._bucket(event)
+        return bool(run.rules)  # type: ignore[attr-defined]
+
     def signature_runner(self, event: IcsEvent) -> SignatureRules:
         """Run the rules on the first event of a signature (alerts.runtime's signature table) and say
         what the signature's later events need (``SignatureRules``): the bucket's rules minus the ones
