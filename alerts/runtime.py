@@ -31,7 +31,7 @@ from alerts.records import Alert, Incident, Observer, iso_time
 from alerts.store import AlertOutput, WriteBatch
 from detectors.base import Detector
 from sensor.assets import AssetEvent
-from sensor.events import OK, IcsEvent, signature_of
+from sensor.events import OK, RESPONSE, IcsEvent, signature_of
 
 log = logging.getLogger(__name__)
 
@@ -277,6 +277,7 @@ class AlertingRuntime:
         quiet_get = self._quiet.get  # never rebound, only cleared
         answer = self._answer
         ok = OK
+        response = RESPONSE
 
         def on_event(event: IcsEvent) -> None:
             ring_append(event)
@@ -287,10 +288,11 @@ class AlertingRuntime:
                 watch_after(event)
             if not flow_id:
                 flowless(event)
-            elif event.latency is not None and event.result == ok and not ((fields := event.fields) and "identity" in fields):
+            elif (event.latency is not None and event.result == ok and event.direction == response
+                  and not ((fields := event.fields) and "identity" in fields)):
                 # A response paired with its request, answered ok (sensor.assets.restates_request): the
                 # inventory counted the operation at the request; only a rule reading such answers needs it.
-                if quiet_get((event.protocol, event.direction, event.category, event.function, ok)) is not True:
+                if quiet_get((event.protocol, response, event.category, event.function, ok)) is not True:
                     answer(event)
             else:
                 key = (  # signature_of(event), inlined

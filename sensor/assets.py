@@ -40,7 +40,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sensor.events import CONTROL, OK, PROGRAM, REQUEST, WRITE, IcsEvent, signature_of
+from sensor.events import CONTROL, OK, PROGRAM, REQUEST, RESPONSE, WRITE, IcsEvent, signature_of
 
 log = logging.getLogger(__name__)
 
@@ -277,8 +277,8 @@ def restates_request(event: IcsEvent) -> bool:
     its request; an exception, an identity or a response whose request was not seen still counts on its
     own. (Also what lets the alerting runtime leave such answers out of its signature table when no
     rule reads them: docs/performance.md.)"""
-    if event.latency is None or event.result != OK:
-        return False
+    if event.latency is None or event.result != OK or event.direction != RESPONSE:
+        return False  # (a BACnet client's abort is paired with the request it aborts, but is no answer)
     fields = event.fields
     return not (fields and "identity" in fields)
 
