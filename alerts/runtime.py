@@ -292,8 +292,9 @@ class AlertingRuntime:
                   and not ((fields := event.fields) and "identity" in fields)):
                 # A response paired with its request, answered ok (sensor.assets.restates_request): the
                 # inventory counted the operation at the request; only a rule reading such answers needs it.
-                if quiet_get((event.protocol, response, event.category, event.function, ok)) is not True:
-                    answer(event)
+                kind = (event.protocol, response, event.category, event.function, ok)
+                if quiet_get(kind) is not True:
+                    answer(event, kind)
             else:
                 key = (  # signature_of(event), inlined
                     flow_id, event.src, event.sport, event.protocol, event.direction, event.category,
@@ -355,15 +356,15 @@ class AlertingRuntime:
             if alerts:
                 self._accept(alerts)
 
-    def _answer(self, event: IcsEvent) -> None:
-        """A response that restates its request (``sensor.assets.restates_request``), of a kind no rule
-        is known not to read: if a rule reads it, it runs through the answers' table (the signature
-        table's rules, without the counts); otherwise the kind is remembered as quiet."""
-        shape = (event.protocol, event.direction, event.category, event.function, event.result)
-        quiet = self._quiet.get(shape)
+    def _answer(self, event: IcsEvent, kind: tuple[Any, ...]) -> None:
+        """A response that restates its request (``sensor.assets.restates_request``), of a ``kind``
+        (protocol, direction, category, function, result) not known to be quiet: if a rule reads it, it
+        runs through the answers' table (the signature table's rules, without the counts); otherwise the
+        kind is remembered as quiet."""
+        quiet = self._quiet.get(kind)
         if quiet is None:
             engine = self._engine
-            quiet = self._quiet[shape] = engine is None or not engine.reads(event)
+            quiet = self._quiet[kind] = engine is None or not engine.reads(event)
         if quiet:
             return
         key = signature_of(event)

@@ -447,13 +447,15 @@ class RuleEngine:
 
         return observe
 
+    def _run_of(self, event: IcsEvent) -> Callable[[IcsEvent], list[Alert] | None]:
+        """The bucket function for ``event``'s index key, built on first use (``observe`` inlines this)."""
+        run = self._index.get((event.protocol, event.direction, event.category, event.function, event.result))
+        return self._bucket(event) if run is None else run
+
     def reads(self, event: IcsEvent) -> bool:
         """Whether any active rule can match an event of ``event``'s protocol, direction, category,
         function and result (its index bucket holds rules)."""
-        run = self._index.get((event.protocol, event.direction, event.category, event.function, event.result))
-        if run is None:
-            run = self._bucket(event)
-        return bool(run.rules)  # type: ignore[attr-defined]
+        return bool(self._run_of(event).rules)  # type: ignore[attr-defined]
 
     def signature_runner(self, event: IcsEvent) -> SignatureRules:
         """Run the rules on the first event of a signature (alerts.runtime's signature table) and say
@@ -466,9 +468,7 @@ class RuleEngine:
         distinct functions from one host within a minute) can learn nothing from a value it already
         holds except that the value is still in use: refreshing that once a second
         (``REFRESH_SECONDS``) instead of on every poll moves the value's time by at most a second."""
-        run = self._index.get((event.protocol, event.direction, event.category, event.function, event.result))
-        if run is None:
-            run = self._bucket(event)
+        run = self._run_of(event)
         alerts = run(event)
         rules: tuple[CompiledRule, ...] = run.rules  # type: ignore[attr-defined]
         if not rules:
