@@ -281,8 +281,9 @@ class AlertingRuntime:
 
         def on_event(event: IcsEvent) -> None:
             ring_append(event)
-            for tap in taps:
-                tap(event)
+            if taps:
+                for tap in taps:
+                    tap(event)
             flow_id = event.flow_id
             if after and flow_id in after:
                 watch_after(event)

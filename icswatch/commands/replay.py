@@ -9,12 +9,10 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from contextlib import nullcontext
 
 from icswatch.config import Config, load_config
 from icswatch.inputs import expand
-from icswatch.summary import print_summary
 from sensor.capture import CaptureError
 from sensor.events import IcsEvent
 from sensor.pipeline import FileResult, Pipeline
@@ -121,9 +119,42 @@ class EventWriter:
         self._fh.close()
 
 
+class _Stderr:
+    """Messages to stderr through rich, imported on first use: a quiet replay that meets no problem
+    (scripts, the benchmark) never loads rich's console and progress bar (about 25 ms of start-up)."""
+
+    def __init__(self) -> None:
+        self._console: Any = None
+
+    def console(self) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=True, soft_wrap=True)
+        return self._console
+
+    def print(self, message: str) -> None:
+        self.console().print(message)
+
+
+def _progress_bar(console: Any) -> Any:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[packets]:>10,} pkts"),
+        TextColumn("{task.fields[rate]:>9,.0f} pkt/s"),
+        TextColumn("{task.fields[mb]:>8.1f} MB"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
-    err = Console(stderr=True, soft_wrap=True)
+    err = _Stderr()
     captures, problems = expand(args.inputs)
     for p in problems:
         err.print(f"[red]icswatch:[/] {p}")
@@ -160,46 +191,42 @@ def run(args: argparse.Namespace) -> int:
     else:  # no runtime: no SQLite output (so no inventory) and no Elasticsearch; events to a file at most
         on_event = writer
     pipeline = Pipeline(cfg.sensor, on_event=on_event, on_tick=alerting.on_tick if alerting else None)
-    from icswatch.commands.sniff import enable_evidence, evidence_options_from_args
+    recorder = None
+    if getattr(args, "evidence_dir", None) and alerting is not None:
+        from icswatch.commands.sniff import enable_evidence, evidence_options_from_args
 
-    evidence_opts = evidence_options_from_args(args)
-    recorder = enable_evidence(pipeline, alerting, evidence_opts) if evidence_opts and alerting else None
+        evidence_opts = evidence_options_from_args(args)
+        recorder = enable_evidence(pipeline, alerting, evidence_opts) if evidence_opts else None
 
     results: list[FileResult] = []
     damaged = False
     failed = False
     started = time.perf_counter()
-    show = not args.quiet and err.is_terminal
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.fields[packets]:>10,} pkts"),
-        TextColumn("{task.fields[rate]:>9,.0f} pkt/s"),
-        TextColumn("{task.fields[mb]:>8.1f} MB"),
-        TimeElapsedColumn(),
-        console=err,
-        disable=not show,
-        transient=True,
-    )
+    show = not args.quiet and err.console().is_terminal
+    progress = _progress_bar(err.console()) if show else None
     try:
-        with progress:
+        with progress if progress is not None else nullcontext():
             for cap in captures:
-                size = cap.path.stat().st_size
-                task = progress.add_task(cap.key[-40:], total=size or 1, packets=0, rate=0.0, mb=0.0)
-                t0 = time.perf_counter()
+                tick = None
+                if progress is not None:
+                    size = cap.path.stat().st_size
+                    task = progress.add_task(cap.key[-40:], total=size or 1, packets=0, rate=0.0, mb=0.0)
+                    t0 = time.perf_counter()
 
-                def tick(n: int, nbytes: int, task: Any = task, t0: float = t0) -> None:
-                    dt = max(time.perf_counter() - t0, 1e-9)
-                    progress.update(task, completed=min(nbytes, size), packets=n, rate=n / dt, mb=nbytes / 1e6)
+                    def tick(n: int, nbytes: int, task: Any = task, t0: float = t0, size: int = size) -> None:
+                        dt = max(time.perf_counter() - t0, 1e-9)
+                        progress.update(task, completed=min(nbytes, size), packets=n, rate=n / dt, mb=nbytes / 1e6)
 
                 try:
-                    result = pipeline.replay_file(cap.path, progress=tick if show else None)
+                    result = pipeline.replay_file(cap.path, progress=tick)
                 except CaptureError as exc:
                     err.print(f"[red]icswatch:[/] {exc}")
                     failed = True
-                    progress.remove_task(task)
+                    if progress is not None:
+                        progress.remove_task(task)
                     continue
-                progress.remove_task(task)
+                if progress is not None:
+                    progress.remove_task(task)
                 results.append(result)
                 if result.error:
                     damaged = True
@@ -223,6 +250,10 @@ def run(args: argparse.Namespace) -> int:
             writer.close()
     elapsed = time.perf_counter() - started
     if not args.quiet:
+        from rich.console import Console
+
+        from icswatch.summary import print_summary
+
         print_summary(Console(), pipeline, results, elapsed, summary_alerts)
     if args.json_summary:
         from icswatch.summary import summary_dict
