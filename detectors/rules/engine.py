@@ -363,6 +363,8 @@ class RuleEngine:
         self._index: dict[tuple[str, str, str, int, str], Callable[[IcsEvent], list[Alert] | None]] = {}
         # rules of a bucket -> their fused function (compiler.build_bucket): many keys share a rule set
         self._fused: dict[tuple[CompiledRule, ...], Callable[[IcsEvent], list[Alert] | None]] = {}
+        # (bucket function, its rules a signature settled) -> signature_runner's plan for such signatures
+        self._plans: dict[tuple[Any, tuple[CompiledRule, ...]], tuple[Any, Any, float]] = {}
         self.observe = self._make_observe()  # type: ignore[method-assign]
         self._started = False
         self._next_sweep: float | None = None
@@ -426,6 +428,7 @@ class RuleEngine:
         if len(self._index) >= MAX_INDEX_KEYS:
             self._index.clear()
             self._fused.clear()
+            self._plans.clear()
         self._index[key] = run
         return run
 
@@ -474,9 +477,24 @@ class RuleEngine:
         if not rules:
             return SignatureRules(alerts, None, None, 0.0)
         try:
-            left = tuple(r for r in rules if not r.settled(event))
+            settled = tuple(r for r in rules if r.settled(event))
         except Exception:  # noqa: BLE001 - a rule that raises here raises in the bucket too: keep them all
             return SignatureRules(alerts, run, None, 0.0)
+        # Signatures of a bucket fall into a few plans (which of its rules are settled): each plan is
+        # worked out once (a new signature comes with every connection, and a port scan is all new ones).
+        plan = self._plans.get((run, settled))
+        if plan is None:
+            if len(self._plans) >= MAX_INDEX_KEYS:
+                self._plans.clear()
+            plan = self._plans[(run, settled)] = self._plan(rules, settled, run)
+        return SignatureRules(alerts, *plan)
+
+    def _plan(
+        self, rules: tuple[CompiledRule, ...], settled: tuple[CompiledRule, ...], run: Callable[[IcsEvent], list[Alert] | None]
+    ) -> tuple[Callable[[IcsEvent], list[Alert] | None] | None, Callable[[IcsEvent], list[Alert] | None] | None, float]:
+        """(rules for every later event, refresh-only rules, how often) for a signature of the bucket
+        ``run`` (its ``rules``) on which the ``settled`` rules can do nothing more."""
+        left = tuple(r for r in rules if r not in settled)
         every = tuple(r for r in left if not r.refresh_only)
         refresh = tuple(r for r in left if r.refresh_only)
         if not every:
@@ -486,9 +504,9 @@ class RuleEngine:
         else:
             every_run = self._fused_run(every)
         if not refresh:
-            return SignatureRules(alerts, every_run, None, 0.0)
+            return every_run, None, 0.0
         seconds = min(REFRESH_SECONDS, *(r.rule.threshold.within / 10 for r in refresh))  # type: ignore[union-attr]
-        return SignatureRules(alerts, every_run, self._fused_run(refresh), seconds)
+        return every_run, self._fused_run(refresh), seconds
 
     def _fused_run(self, rules: tuple[CompiledRule, ...]) -> Callable[[IcsEvent], list[Alert] | None]:
         fused = self._fused.get(rules)
