@@ -154,6 +154,28 @@ def test_first_event_settles_first_seen_and_keeps_counting_rules() -> None:
     assert [r.id for r in write.run.rules] == ["big-write"]  # type: ignore[union-attr]
 
 
+def test_signatures_that_settle_the_same_rules_share_one_plan() -> None:
+    """Each new connection brings new signatures: what they need is worked out once per bucket and
+    set of settled rules, and reused (the same functions), not rebuilt per signature."""
+    engine = engine_from(RULES)
+    worked_out = []
+    plan = engine._plan
+    engine._plan = lambda *a: worked_out.append(a[1]) or plan(*a)  # type: ignore[method-assign]
+    first = engine.signature_runner(poll(3, T0))
+    again = engine.signature_runner(poll(3, T0 + 1, flow=8))  # a second connection of the same talker
+    assert again.alerts is None  # the talker is known: no new-talker alert, the same rules settled
+    assert (again.run, again.refresh, again.refresh_seconds) == (first.run, first.refresh, first.refresh_seconds)
+    assert again.refresh is first.refresh
+    # learn 0s and a new talker: new-talker is settled by its first event too (it is remembered now)
+    other = engine.signature_runner(poll(3, T0 + 2, src="10.10.1.99", flow=9))
+    assert [a.rule_id for a in other.alerts or []] == ["new-talker"] and other.refresh is first.refresh
+    # a write's value varies per event: big-write stays on every event, a plan of its own
+    write = engine.signature_runner(poll(6, T0 + 3, category="write", values=(5,)))
+    assert [r.id for r in write.run.rules] == ["big-write"]  # type: ignore[union-attr]
+    assert len(worked_out) == 2  # the read plan (new-talker settled) once, the write plan once
+    assert [[r.id for r in settled] for settled in worked_out] == [["new-talker"], ["new-talker"]]
+
+
 def test_scan_counts_a_value_kept_in_use_by_polling() -> None:
     """A master polls FC 3 for five minutes; a scanner on the same pair then tries two other codes.
     FC 3 is still in the minute's window (refreshed once a second, not on each poll), so the third
