@@ -456,6 +456,7 @@ def paired_replay_ratio(path: Path, a: argparse.Namespace) -> dict[str, Any]:
     median of the pairs' ratios is what the target is judged on (the range is shown with it)."""
     scratch = OUT / "replay-pairs"
     ratios: list[float] = []
+    seconds: list[list[float]] = []  # [inspect, replay] CPU s of each pair: the ratios' raw figures
     for _ in range(a.pairs):
         _, ins_cpu, _, code1, _ = run_measured(icswatch_cmd("inspect", str(path), "--json"))
         shutil.rmtree(scratch, ignore_errors=True)
@@ -466,8 +467,9 @@ def paired_replay_ratio(path: Path, a: argparse.Namespace) -> dict[str, Any]:
             return {"error": f"exit {code1}/{code2}"}
         # CPU time, same packets: throughput ratio = time ratio
         ratios.append(round(ins_cpu / rep_cpu, 3))
+        seconds.append([round(ins_cpu, 3), round(rep_cpu, 3)])
     return {"ratios": ratios, "median": round(statistics.median(ratios), 3),
-            "min": min(ratios), "max": max(ratios)}
+            "min": min(ratios), "max": max(ratios), "cpu_seconds": seconds}
 
 
 # Where replay's time over inspect goes: each variant leaves one part out (--breakdown).
