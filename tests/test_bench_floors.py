@@ -56,3 +56,20 @@ def test_signatures_floor_counts_the_runtime_signatures(capture):
     assert result["events"] == len(events)
     assert result["signatures"] == len({signature_of(e) for e in events if e.flow_id})
     assert 0 < result["signatures"] < result["events"]
+
+
+def test_pairs_report_each_pairs_cpu_seconds_and_their_ratio(capture, tmp_path, monkeypatch) -> None:
+    """Issue 3's ratio comes from inspect and replay run back to back: each pair's CPU seconds are kept
+    with it, and every ratio is inspect's seconds over replay's (same packets: the throughput ratio)."""
+    import argparse
+
+    bench = load_bench_module("run_bench")
+    monkeypatch.setattr(bench, "OUT", tmp_path)  # the replays' scratch folder (var/ of each run)
+    got = bench.paired_replay_ratio(capture[0], argparse.Namespace(pairs=2, replay_args=""))
+    assert "error" not in got, got
+    assert len(got["ratios"]) == len(got["cpu_seconds"]) == 2
+    for ratio, (inspect_s, replay_s) in zip(got["ratios"], got["cpu_seconds"]):
+        assert inspect_s > 0 and replay_s > 0
+        assert abs(ratio - inspect_s / replay_s) < 0.01  # all three rounded to the thousandth (runs of 0.3 s)
+    assert got["min"] <= got["median"] <= got["max"]
+    assert (tmp_path / "replay-pairs" / "var" / "icswatch.db").is_file()  # replay ran its whole pipeline
