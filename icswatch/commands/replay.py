@@ -6,10 +6,9 @@ import argparse
 import json
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import IO, Any
-
-from contextlib import nullcontext
 
 from icswatch.config import Config, load_config
 from icswatch.inputs import expand
@@ -207,16 +206,17 @@ def run(args: argparse.Namespace) -> int:
     try:
         with progress if progress is not None else nullcontext():
             for cap in captures:
-                tick = None
+                tick: Any = None  # the pipeline's progress callback, only under a progress bar
                 if progress is not None:
                     size = cap.path.stat().st_size
                     task = progress.add_task(cap.key[-40:], total=size or 1, packets=0, rate=0.0, mb=0.0)
                     t0 = time.perf_counter()
 
-                    def tick(n: int, nbytes: int, task: Any = task, t0: float = t0, size: int = size) -> None:
+                    def _tick(n: int, nbytes: int, task: Any = task, t0: float = t0, size: int = size) -> None:
                         dt = max(time.perf_counter() - t0, 1e-9)
                         progress.update(task, completed=min(nbytes, size), packets=n, rate=n / dt, mb=nbytes / 1e6)
 
+                    tick = _tick
                 try:
                     result = pipeline.replay_file(cap.path, progress=tick)
                 except CaptureError as exc:
