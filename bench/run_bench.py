@@ -447,6 +447,14 @@ def machine() -> dict[str, Any]:
     }
 
 
+def run_in_scratch(cmd: list[str], scratch: Path) -> tuple[float, float, float, int, str]:
+    """``run_measured`` in an emptied ``scratch`` folder: a replay writes its store (var/) there, and
+    each run starts from none, as a first run does."""
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    return run_measured(cmd, cwd=scratch)
+
+
 def paired_replay_ratio(path: Path, a: argparse.Namespace) -> dict[str, Any]:
     """Issue 3's ratio from ``inspect`` and ``replay`` run in alternation, ``a.pairs`` times.
 
@@ -459,10 +467,8 @@ def paired_replay_ratio(path: Path, a: argparse.Namespace) -> dict[str, Any]:
     seconds: list[list[float]] = []  # [inspect, replay] CPU s of each pair: the ratios' raw figures
     for _ in range(a.pairs):
         _, ins_cpu, _, code1, _ = run_measured(icswatch_cmd("inspect", str(path), "--json"))
-        shutil.rmtree(scratch, ignore_errors=True)
-        scratch.mkdir(parents=True)
         cmd = icswatch_cmd("replay", str(path.resolve()), *a.replay_args.split(), "-q")
-        _, rep_cpu, _, code2, _ = run_measured(cmd, cwd=scratch)
+        _, rep_cpu, _, code2, _ = run_in_scratch(cmd, scratch)
         if code1 not in (0, 3) or code2 not in (0, 3) or not rep_cpu:
             return {"error": f"exit {code1}/{code2}"}
         # CPU time, same packets: throughput ratio = time ratio
@@ -494,13 +500,11 @@ def replay_breakdown(path: Path, rounds: int) -> dict[str, Any]:
     cpu: dict[str, list[float]] = {name: [] for name, _ in BREAKDOWN}
     for _ in range(rounds):
         for name, (command, *extra) in BREAKDOWN:
-            shutil.rmtree(scratch, ignore_errors=True)
-            scratch.mkdir(parents=True)
             if command == "--worker":  # this script's in-process floor (its CPU time includes imports, like its peer)
                 cmd = [sys.executable, str(Path(__file__).resolve()), command, *(x.format(path=path.resolve()) for x in extra)]
             else:
                 cmd = icswatch_cmd(command, str(path.resolve()), *extra)
-            _, seconds, _, code, tail = run_measured(cmd, cwd=scratch)
+            _, seconds, _, code, tail = run_in_scratch(cmd, scratch)
             if code not in (0, 3):
                 return {"error": f"{name}: exit {code}: {tail[-200:]}"}
             cpu[name].append(round(seconds, 2))

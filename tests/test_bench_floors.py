@@ -14,12 +14,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from bench_testutil import load_bench_module
+from bench_testutil import BENCH, load_bench_module
 
 from sensor.events import signature_of
 from sensor.pipeline import Pipeline
 
-REPO = Path(__file__).resolve().parent.parent
 gen = load_bench_module("gen_modbus")
 
 
@@ -32,7 +31,7 @@ def capture(tmp_path_factory) -> tuple[Path, dict]:
 
 def _floor(path: Path, what: str) -> dict:
     out = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "run_bench.py"), "--worker", "floor", str(path), what],
+        [sys.executable, str(BENCH / "run_bench.py"), "--worker", "floor", str(path), what],
         capture_output=True, text=True, check=True, timeout=120,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])

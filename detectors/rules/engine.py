@@ -486,14 +486,15 @@ class RuleEngine:
         if plan is None:
             if len(self._plans) >= MAX_INDEX_KEYS:
                 self._plans.clear()
-            plan = self._plans[(run, settled)] = self._plan(rules, settled, run)
+            plan = self._plans[(run, settled)] = self._plan(run, settled)
         return SignatureRules(alerts, *plan)
 
     def _plan(
-        self, rules: tuple[CompiledRule, ...], settled: tuple[CompiledRule, ...], run: Callable[[IcsEvent], list[Alert] | None]
+        self, run: Callable[[IcsEvent], list[Alert] | None], settled: tuple[CompiledRule, ...]
     ) -> tuple[Callable[[IcsEvent], list[Alert] | None] | None, Callable[[IcsEvent], list[Alert] | None] | None, float]:
         """(rules for every later event, refresh-only rules, how often) for a signature of the bucket
-        ``run`` (its ``rules``) on which the ``settled`` rules can do nothing more."""
+        ``run`` on which its ``settled`` rules can do nothing more."""
+        rules: tuple[CompiledRule, ...] = run.rules  # type: ignore[attr-defined]
         left = tuple(r for r in rules if r not in settled)
         every = tuple(r for r in left if not r.refresh_only)
         refresh = tuple(r for r in left if r.refresh_only)
