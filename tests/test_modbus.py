@@ -217,6 +217,17 @@ def test_fc43_mei14_product_falls_back_to_product_code() -> None:
     assert rsp.fields["more_follows"] is True
 
 
+def test_fc43_mei14_blank_product_name_without_product_code() -> None:
+    """Found by the fuzzer: a product name of NULs (blank once stripped) and no product code raised
+    KeyError in the parser, so the analyzer's answer was lost. The identity keeps what it has."""
+    _, rsp, _ = exchange(x("2B 0E 01 00"), _device_id_response([(0, b"ACME"), (4, b"\x00\x00 ")]))
+    assert rsp.anomaly is None
+    ident = rsp.fields["identity"]
+    assert ident["vendor"] == "ACME" and ident["product_name"] == "" and "product" not in ident
+    _, rsp, _ = exchange(x("2B 0E 01 00"), _device_id_response([(1, b""), (4, b"  ")]))
+    assert "product" not in rsp.fields["identity"]
+
+
 def test_fc43_mei13_canopen() -> None:
     req, rsp, _ = exchange(x("2B 0D 00 01 02 03"), x("2B 0D 00 01 02 03"))
     assert req.function_name == rsp.function_name == "canopen_general_reference"

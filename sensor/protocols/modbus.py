@@ -410,8 +410,10 @@ def _mei(d: memoryview | bytes, p: _Parsed, request: bool) -> None:
             ident = dict(identity)
             if "vendor_name" in ident:
                 ident["vendor"] = ident["vendor_name"]
-            if "product_name" in ident or "product_code" in ident:
-                ident["product"] = ident.get("product_name") or ident["product_code"]
+            # a blank product name (all NULs or spaces, stripped above) falls back to the code too
+            product = ident.get("product_name") or ident.get("product_code")
+            if product:
+                ident["product"] = product
             p.fields["identity"] = ident
 
 
